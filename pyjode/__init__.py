@@ -1,0 +1,10 @@
+"""pyjode: fast, memory-cheap training of neural ODEs and SDEs from PyTorch."""
+
+from .adjoints.direct import Direct
+from .neural_ode import NeuralODE
+from .norms import PartsNorm, max_norm, rms_norm
+from .odeint import odeint
+from .stats import Stats
+from .tableau import ButcherTableau
+
+__version__ = "0.1.0"

@@ -1,0 +1,171 @@
+"""``pyjode.odeint``: validate a call, pick the backend and hand it to a gradient method."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+
+from .adjoints import resolve_adjoint
+from .adjoints.base import GradientMethod, SolveSpec
+from .stats import Stats
+from .tableau import ButcherTableau, get_tableau
+
+__all__ = ["odeint"]
+
+
+def odeint(
+    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    y0: torch.Tensor,
+    t: Union[torch.Tensor, Sequence[float]],
+    *,
+    method: Any = "dopri5",
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    step_size: Optional[float] = None,
+    max_steps: Optional[int] = None,
+    adjoint: Union[str, GradientMethod] = "direct",
+    adjoint_params: Optional[Sequence[torch.Tensor]] = None,
+    backend: str = "torch",
+    stats: Optional[Stats] = None,
+) -> torch.Tensor:
+    """Solve dy/dt = func(t, y), y(t[0]) = y0, and return y at every time in ``t``.
+
+    Args:
+        func: the vector field ``func(t, y) -> dy/dt`` with the shape and dtype of ``y``; an
+            ``nn.Module`` or any callable. ``t`` arrives as a 0-dim tensor.
+        y0: initial state of any shape; leading dimensions are batch (one step size for all).
+        t: 1-D, strictly increasing or strictly decreasing output times; ``t[0]`` is the initial time.
+        method: fixed-step ``"euler" "midpoint" "heun" "rk4"`` (need ``step_size``), adaptive
+            ``"bosh3" "dopri5" "tsit5"``, a :class:`pyjode.ButcherTableau`, or
+            ``pyjode.Reversible(base)``.
+        rtol, atol: relative and absolute tolerances of adaptive methods.
+        step_size: step of fixed-step methods (each output interval is split into equal steps no
+            longer than this); for adaptive methods, an optional first step.
+        max_steps: cap on attempted steps, after which a ``RuntimeError`` is raised
+            (default 100 000 for adaptive methods).
+        adjoint: how gradients are computed: ``"direct"`` (backprop through the solver),
+            ``"backsolve"``, ``"quadrature"``, ``"reversible"``, or an instance such as
+            ``pyjode.Quadrature(...)``.
+        adjoint_params: the tensors whose gradients continuous adjoints compute; defaults to
+            ``func.parameters()`` when ``func`` is an ``nn.Module``.
+        backend: ``"torch"`` (default), ``"julia"`` or ``"auto"`` (Julia when available).
+        stats: a :class:`pyjode.Stats` filled in place with evaluation and step counts.
+
+    Returns:
+        A tensor of shape ``(len(t), *y0.shape)``.
+    """
+    y0 = _check_y0(y0)
+    t = _check_t(t, y0)
+    if not callable(func):
+        raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}")
+    rtol, atol = _check_tolerances(rtol, atol)
+    if step_size is not None:
+        if not isinstance(step_size, (int, float)) or not step_size > 0 or not math.isfinite(step_size):
+            raise ValueError(f"step_size must be a positive number, got {step_size!r}")
+        step_size = float(step_size)
+    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
+    if stats is not None and not isinstance(stats, Stats):
+        raise TypeError(f"stats must be a pyjode.Stats() or None, got {type(stats).__name__}")
+
+    method = _resolve_method(method, step_size)
+    grad_method = resolve_adjoint(adjoint)
+    grad_method.check_method(method)
+
+    if _resolve_backend(backend) == "julia":
+        from ._julia import odeint_julia
+
+        return odeint_julia(func, y0, t, method=method, rtol=rtol, atol=atol, step_size=step_size,
+                            max_steps=max_steps, adjoint=grad_method, adjoint_params=adjoint_params,
+                            stats=stats)
+
+    params = _resolve_params(func, adjoint_params)
+    spec = SolveSpec(func=func, y0=y0, t=t, ts=t.detach().double().cpu().tolist(), method=method, rtol=rtol,
+                     atol=atol, step_size=step_size, max_steps=max_steps, params=params, stats=stats)
+    return grad_method.solve(spec)
+
+
+def _check_y0(y0) -> torch.Tensor:
+    if not isinstance(y0, torch.Tensor):
+        raise TypeError(
+            f"y0 must be a torch.Tensor, got {type(y0).__name__}; for a tuple of tensors, concatenate them "
+            "into one tensor"
+        )
+    if not y0.is_floating_point():
+        raise TypeError(f"y0 must have a floating dtype (float32 or float64), got {y0.dtype}; use y0.float()")
+    if y0.numel() == 0:
+        raise ValueError("y0 is empty")
+    return y0.contiguous()
+
+
+def _check_t(t, y0: torch.Tensor) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        try:
+            t = torch.as_tensor(t, dtype=torch.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"t must be a 1-D tensor or sequence of times, got {type(t).__name__}") from None
+    if t.dim() != 1 or t.numel() < 1:
+        raise ValueError(f"t must be a 1-D tensor with at least one time, got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        t = t.to(y0.dtype)
+    tl = t.detach().double().cpu()
+    if not torch.isfinite(tl).all():
+        raise ValueError("t contains NaN or inf")
+    if t.numel() > 1:
+        d = tl[1:] - tl[:-1]
+        if not ((d > 0).all() or (d < 0).all()):
+            i = int(torch.nonzero((d <= 0) if d[0] > 0 else (d >= 0))[0]) if d[0] != 0 else 0
+            raise ValueError(
+                f"t must be strictly increasing or strictly decreasing; it is not at t[{i}]={tl[i].item():.6g}, "
+                f"t[{i + 1}]={tl[i + 1].item():.6g}. Sort t and remove repeated times"
+            )
+    return t
+
+
+def _check_tolerances(rtol, atol):
+    for name, v in (("rtol", rtol), ("atol", atol)):
+        if isinstance(v, torch.Tensor):
+            raise TypeError(f"{name} must be a float (one tolerance for the whole state), got a tensor")
+        if not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
+            raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+    if rtol == 0 and atol == 0:
+        raise ValueError("rtol and atol cannot both be 0")
+    return float(rtol), float(atol)
+
+
+def _resolve_method(method, step_size):
+    if isinstance(method, (str, ButcherTableau)):
+        tableau = get_tableau(method)
+        if not tableau.adaptive and step_size is None:
+            raise ValueError(
+                f"method={tableau.name!r} is a fixed-step method: pass step_size=..., or choose an adaptive "
+                f"method such as 'dopri5'"
+            )
+        return tableau
+    if hasattr(method, "integrate"):
+        return method
+    return get_tableau(method)  # raises a TypeError naming the accepted kinds
+
+
+def _resolve_params(func, adjoint_params):
+    if adjoint_params is None:
+        if isinstance(func, torch.nn.Module):
+            return tuple(p for p in func.parameters() if p.requires_grad)
+        return ()
+    params = tuple(adjoint_params)
+    for p in params:
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"adjoint_params must be tensors, got {type(p).__name__}")
+    return tuple(p for p in params if p.requires_grad)
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend == "torch":
+        return "torch"
+    if backend not in ("julia", "auto"):
+        raise ValueError(f"backend must be 'torch', 'julia' or 'auto', got {backend!r}")
+    from ._julia import resolve_backend
+
+    return resolve_backend(backend)
