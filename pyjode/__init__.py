@@ -1,6 +1,8 @@
 """pyjode: fast, memory-cheap training of neural ODEs and SDEs from PyTorch."""
 
+from .adjoints.backsolve import Backsolve
 from .adjoints.direct import Direct
+from .adjoints.quadrature import Quadrature
 from .neural_ode import NeuralODE
 from .norms import PartsNorm, max_norm, rms_norm
 from .odeint import odeint

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from .base import GradientMethod
+from .backsolve import Backsolve
 from .direct import Direct
+from .quadrature import Quadrature
 
 # Strings select each method with its defaults.
 _BY_NAME = {
     "direct": Direct,
+    "backsolve": Backsolve,
+    "quadrature": Quadrature,
 }
 
 

@@ -1,0 +1,156 @@
+"""Machinery shared by the continuous adjoints (Backsolve, Quadrature).
+
+For y' = f(t, y; θ) and a loss on y(t_0), ..., y(t_N), the adjoint a(t) = dL/dy(t) solves
+    a' = -a^T ∂f/∂y,  a(t_N) = dL/dy_N,  jumping by dL/dy_i at every output time t_i,
+and the gradients are
+    dL/dy0 = a(t_0),   dL/dθ = ∫_{t_0}^{t_N} a^T ∂f/∂θ dt,
+    dL/dt_i = dL/dy_i · f(t_i, y_i)  (i >= 1),   dL/dt_0 = -a(t_0^+) · f(t_0, y_0),
+where a(t_0^+) excludes the direct dL/dy_0 term. The time gradients follow from dΦ(t; t_0, y_0)/dt_0 =
+-∂Φ/∂y_0 f(t_0, y_0), so they need no extra integral: f at the output times is enough.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+from ..integrate import Counter
+from .base import GradientMethod, SolveSpec, record_backward, record_forward, run_method
+
+
+def state_vjp_field(func, shape):
+    """The [y, a] system  y' = f(t, y),  a' = -(∂f/∂y)^T a  on a flat state; no parameter VJP is taken."""
+    n = int(torch.Size(shape).numel())
+
+    def field(t, s):
+        y, a = s[:n].view(shape), s[n:].view(shape)
+        with torch.enable_grad():
+            y = y.detach().requires_grad_(True)
+            f = func(t, y)
+            (vjp,) = torch.autograd.grad(f, y, -a, allow_unused=True)
+        if vjp is None:
+            vjp = torch.zeros_like(a)
+        return torch.cat([f.detach().reshape(-1), vjp.reshape(-1)])
+
+    return field
+
+
+def batched_field(func, T: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """f at several (t_k, y_k) in one call through ``torch.func.vmap``, falling back to a loop for fields
+    that vmap cannot trace (in-place updates, ``.item()``, data-dependent control flow)."""
+    try:
+        return torch.func.vmap(func)(T, Y)
+    except Exception:  # noqa: BLE001 - any vmap limitation means: evaluate node by node
+        return torch.stack([func(T[k], Y[k]) for k in range(T.shape[0])])
+
+
+def weighted_param_vjp(func, params: Sequence[torch.Tensor], T, Y, A, W, max_nodes: int = 512):
+    """sum_k W_k A_k^T ∂f/∂θ(T_k, Y_k) for every tensor in ``params``: one batched VJP per chunk of nodes.
+
+    Only the parameters are asked for (``inputs=params``), so autograd never forms the state VJP here.
+    """
+    grads = [torch.zeros_like(p) for p in params]
+    if not params or T.numel() == 0:
+        return grads
+    for s in range(0, T.shape[0], max_nodes):
+        sl = slice(s, s + max_nodes)
+        with torch.enable_grad():
+            F = batched_field(func, T[sl], Y[sl])
+            cot = A[sl] * W[sl].view(-1, *([1] * (A.dim() - 1)))
+            g = torch.autograd.grad(F, params, cot, allow_unused=True)
+        for acc, gi in zip(grads, g):
+            if gi is not None:
+                acc.add_(gi)
+    return grads
+
+
+def output_time_gradients(func, t: torch.Tensor, ts, ys: torch.Tensor, grad_ys: torch.Tensor,
+                          a0_plus: torch.Tensor) -> torch.Tensor:
+    """dL/dt from the end-point formulas in the module docstring (N+1 evaluations of f, batched)."""
+    T = torch.tensor(ts, dtype=ys.dtype, device=ys.device)
+    with torch.no_grad():
+        F = batched_field(func, T, ys)
+        g = (grad_ys * F).flatten(1).sum(1)
+        g[0] = -(a0_plus * F[0]).sum()
+    return g.to(t.dtype)
+
+
+class _ContinuousAdjointFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, method, spec, y0, t, *params):
+        counter = Counter()
+        with torch.no_grad():
+            ys, memo = method.forward_solve(spec, counter)
+            ys = torch.stack(ys)
+        record_forward(spec.stats, counter)
+        ctx.method, ctx.spec, ctx.memo = method, spec, memo
+        ctx.save_for_backward(ys)
+        return ys
+
+    @staticmethod
+    def backward(ctx, grad_ys):
+        (ys,) = ctx.saved_tensors
+        method, spec = ctx.method, ctx.spec
+        counter = Counter()
+        with torch.no_grad():
+            a0_plus, grad_params = method.backward_solve(spec, ys, grad_ys, ctx.memo, counter)
+        record_backward(spec.stats, counter)
+        ctx.memo = None
+        grad_y0 = a0_plus + grad_ys[0]
+        grad_t = None
+        if ctx.needs_input_grad[3]:
+            grad_t = output_time_gradients(spec.func, spec.t, spec.ts, ys, grad_ys, a0_plus)
+        return (None, None, grad_y0, grad_t, *grad_params)
+
+
+class ContinuousAdjoint(GradientMethod):
+    """A gradient method whose forward pass keeps no graph and whose backward pass solves for a(t).
+
+    Subclasses implement ``forward_solve(spec, counter) -> (ys, memo)`` and
+    ``backward_solve(spec, ys, grad_ys, memo, counter) -> (a(t_0^+), [dL/dθ])``.
+    """
+
+    def __init__(self, rtol: Optional[float] = None, atol: Optional[float] = None, method=None):
+        for name, v in (("rtol", rtol), ("atol", atol)):
+            if v is not None and (not isinstance(v, (int, float)) or v < 0):
+                raise ValueError(f"{name} must be a non-negative number or None, got {v!r}")
+        self.rtol, self.atol, self.method = rtol, atol, method
+
+    def check_method(self, method) -> None:
+        from ..tableau import ButcherTableau
+
+        if not isinstance(method, ButcherTableau):
+            raise ValueError(
+                f"adjoint={self.name!r} needs an explicit Runge–Kutta method (a name or ButcherTableau), got "
+                f"{method!r}; for pyjode.Reversible use adjoint='reversible'"
+            )
+
+    def backward_tableau(self, spec: SolveSpec):
+        from ..tableau import get_tableau
+
+        return spec.method if self.method is None else get_tableau(self.method)
+
+    def backward_kwargs(self, spec: SolveSpec) -> dict:
+        return dict(rtol=spec.rtol if self.rtol is None else float(self.rtol),
+                    atol=spec.atol if self.atol is None else float(self.atol),
+                    step_size=spec.step_size, max_steps=spec.max_steps)
+
+    def forward_solve(self, spec: SolveSpec, counter: Counter):
+        return run_method(spec.method, spec.func, spec.y0, spec.ts, counter=counter, **spec.solve_kwargs()), None
+
+    def solve(self, spec: SolveSpec) -> torch.Tensor:
+        if self.method is not None:
+            self.check_method(self.backward_tableau(spec))
+            tab = self.backward_tableau(spec)
+            if not tab.adaptive and spec.step_size is None:
+                raise ValueError(f"the backward method {tab.name!r} is fixed-step: pass step_size=... to odeint")
+        return _ContinuousAdjointFunction.apply(self, spec, spec.y0, spec.t, *spec.params)
+
+    def __repr__(self) -> str:
+        return f"pyjode.{type(self).__name__}(rtol={self.rtol}, atol={self.atol}, method={self.method!r})"
+
+
+def interval_pairs(ts: Sequence[float]) -> Tuple[Tuple[int, float, float], ...]:
+    """(i, t_{i+1}, t_i) for i = N-1 ... 0: the backward sweep's intervals."""
+    return tuple((i, ts[i + 1], ts[i]) for i in range(len(ts) - 2, -1, -1))
