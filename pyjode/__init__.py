@@ -1,5 +1,6 @@
 """pyjode: fast, memory-cheap training of neural ODEs and SDEs from PyTorch."""
 
+from ._julia import JuliaUnavailableError, JuliaUnsupportedError, julia_available
 from .adjoints.backsolve import Backsolve
 from .adjoints.direct import Direct
 from .adjoints.quadrature import Quadrature

@@ -74,7 +74,7 @@ def odeint(
     grad_method = resolve_adjoint(adjoint)
     grad_method.check_method(method)
 
-    if _resolve_backend(backend) == "julia":
+    if _resolve_backend(backend, method, grad_method, step_size) == "julia":
         from ._julia import odeint_julia
 
         return odeint_julia(func, y0, t, method=method, rtol=rtol, atol=atol, step_size=step_size,
@@ -161,11 +161,11 @@ def _resolve_params(func, adjoint_params):
     return tuple(p for p in params if p.requires_grad)
 
 
-def _resolve_backend(backend: str) -> str:
+def _resolve_backend(backend: str, method, grad_method, step_size) -> str:
     if backend == "torch":
         return "torch"
     if backend not in ("julia", "auto"):
         raise ValueError(f"backend must be 'torch', 'julia' or 'auto', got {backend!r}")
-    from ._julia import resolve_backend
+    from ._julia import resolve_backend  # never imports juliacall
 
-    return resolve_backend(backend)
+    return resolve_backend(backend, method, grad_method, step_size)
