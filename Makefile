@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 VPY := $(VENV)/bin/python
+# The tests and the demo run many small tensor ops, for which one intra-op thread is fastest and
+# immune to oversubscription; benchmarks keep torch's default.
+SMALL_OPS := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}
 PIP := $(VPY) -m pip
 
 .PHONY: demo test bench venv clean
@@ -24,10 +27,10 @@ $(VENV)/.demo-deps: pyproject.toml | venv
 	@touch $@
 
 demo: $(VENV)/.demo-deps
-	$(VPY) -m pyjode.demo
+	$(SMALL_OPS) $(VPY) -m pyjode.demo
 
 test: $(VENV)/.test-deps
-	$(VPY) -m pytest -q -ra
+	$(SMALL_OPS) $(VPY) -m pytest -q -ra
 
 bench: $(VENV)/.test-deps
 	$(VPY) -m benchmarks.run_all

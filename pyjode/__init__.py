@@ -9,5 +9,7 @@ from .norms import PartsNorm, max_norm, rms_norm
 from .odeint import odeint
 from .stats import Stats
 from .tableau import ButcherTableau
+from .taylor_lagrange import MidpointNet, TaylorLagrange, fit_midpoint, taylor_lagrange_step, train_alternating
+from .taylor_mode import taylor_coefficients
 
 __version__ = "0.1.0"

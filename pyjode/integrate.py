@@ -184,7 +184,8 @@ def _adaptive_loop(field, y0, ts, stepper: RungeKutta, rtol, atol, first_step, m
     n_out = len(ts)
     while idx < n_out:
         remaining = (t_end - t) * direction
-        if h >= remaining:
+        if h >= 0.99 * remaining:
+            # stretch a step that would leave a sliver, rather than take a sliver step next
             h = remaining
         if h <= 4 * eps * max(1.0, abs(t)):
             what = "the vector field kept returning NaN or inf" if last_bad else "the error estimate kept failing"

@@ -18,7 +18,7 @@ from ..norms import PartsNorm
 from ..tableau import ButcherTableau
 from ..trajectory import TrajectoryRecorder
 from .base import SolveSpec, run_method
-from .continuous import ContinuousAdjoint, interval_pairs, state_vjp_field, weighted_param_vjp
+from .continuous import ContinuousAdjoint, ForwardRecord, interval_pairs, state_vjp_field, weighted_param_vjp
 
 
 class Quadrature(ContinuousAdjoint):
@@ -49,18 +49,21 @@ class Quadrature(ContinuousAdjoint):
             ``"resolve"``: y is re-solved backwards together with a, as in the paper; memory O(1) in steps.
         nodes_per_step: Gauss–Legendre nodes per backward step (default from the method's order, above).
         rtol, atol, method: backward-solve settings; default to the forward ones.
-        max_nodes_per_call: cap on nodes per batched VJP call, bounding its memory.
+        max_nodes_per_call: cap on nodes per batched VJP call. The batched call holds the field's
+            activations for all its nodes at once, so by default it takes as many nodes as fit in
+            2**14 state elements (all of them for small states, where batching pays most): memory stays
+            independent of the number of steps.
     """
 
     name = "quadrature"
 
     def __init__(self, state: str = "stored", nodes_per_step: Optional[int] = None, rtol: Optional[float] = None,
-                 atol: Optional[float] = None, method=None, max_nodes_per_call: int = 512):
+                 atol: Optional[float] = None, method=None, max_nodes_per_call: Optional[int] = None):
         if state not in ("stored", "resolve"):
             raise ValueError(f"state must be 'stored' or 'resolve', got {state!r}")
         if nodes_per_step is not None and (not isinstance(nodes_per_step, int) or not 1 <= nodes_per_step <= 64):
             raise ValueError(f"nodes_per_step must be an integer in 1..64 or None, got {nodes_per_step!r}")
-        if not isinstance(max_nodes_per_call, int) or max_nodes_per_call < 1:
+        if max_nodes_per_call is not None and (not isinstance(max_nodes_per_call, int) or max_nodes_per_call < 1):
             raise ValueError(f"max_nodes_per_call must be a positive integer, got {max_nodes_per_call!r}")
         super().__init__(rtol=rtol, atol=atol, method=method)
         self.state, self.nodes_per_step, self.max_nodes_per_call = state, nodes_per_step, max_nodes_per_call
@@ -83,16 +86,17 @@ class Quadrature(ContinuousAdjoint):
                         **spec.solve_kwargs())
         if spec.method.interp is None:
             counter.nfe += 1  # Hermite interpolation needs f at the final time
-        return ys, recorder.finish(spec.func, spec.ts[-1], ys[-1])
+        first_step = max(abs(h) for h in recorder.h[-2:]) if recorder.h else None
+        return ys, ForwardRecord(first_step, recorder.finish(spec.func, spec.ts[-1], ys[-1]))
 
-    def backward_solve(self, spec: SolveSpec, ys, grad_ys, memo, counter: Counter):
+    def backward_solve(self, spec: SolveSpec, ys, grad_ys, record: ForwardRecord, counter: Counter):
         func, params, shape = spec.func, spec.params, spec.y0.shape
         n = spec.y0.numel()
         tableau = self.backward_tableau(spec)
         kwargs = self.backward_kwargs(spec)
         xi, wq = np.polynomial.legendre.leggauss(self._nodes(tableau))
-        nodes = _NodeCollector(tableau, (1 + xi) / 2, wq / 2, ys)
-        trajectory = memo
+        nodes = _NodeCollector(tableau, (1 + xi) / 2, wq / 2, ys, record.first_step)
+        trajectory = record.trajectory
 
         if trajectory is not None:
             def field(t, a):
@@ -123,7 +127,8 @@ class Quadrature(ContinuousAdjoint):
             Y, A = trajectory(T), S.view(-1, *shape)
         else:
             Y, A = S[:, :n].reshape(-1, *shape), S[:, n:].reshape(-1, *shape)
-        grads = weighted_param_vjp(func, params, T, Y, A, W, self.max_nodes_per_call)
+        chunk = self.max_nodes_per_call or max(1, 2 ** 14 // n)
+        grads = weighted_param_vjp(func, params, T, Y, A, W, chunk)
         counter.nfe += T.numel() if params else 0
         return a.view(shape), grads
 
@@ -136,7 +141,8 @@ class _NodeCollector:
     evaluation closes each interval).
     """
 
-    def __init__(self, tableau: ButcherTableau, thetas: np.ndarray, weights: np.ndarray, like: torch.Tensor):
+    def __init__(self, tableau: ButcherTableau, thetas: np.ndarray, weights: np.ndarray, like: torch.Tensor,
+                 first_step: Optional[float] = None):
         opts = dict(dtype=like.dtype, device=like.device)
         self.thetas, self.weights = thetas, weights
         if tableau.interp is not None:
@@ -152,7 +158,7 @@ class _NodeCollector:
         self._opts = opts
         self.T, self.S, self.W = [], [], []
         self.pending = None
-        self.last_h, self._prev_h = None, 0.0
+        self.last_h, self._prev_h = first_step, 0.0  # first-step guess of the next interval (StepHint)
 
     def __call__(self, t0, t1, s0, s1, K, stepper):
         h = t1 - t0
