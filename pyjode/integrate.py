@@ -213,11 +213,14 @@ def _adaptive_loop(field, y0, ts, stepper: RungeKutta, rtol, atol, first_step, m
         last_bad = False
         counter.steps += 1
         t1 = t_end if h == remaining else t + hs
-        while idx < n_out and (ts[idx] - t1) * direction <= 0:
-            if ts[idx] == t1:
-                ys.append(y1)
-            else:
-                ys.append(stepper.dense(y, K, hs, (ts[idx] - t) / hs))
+        thetas = []
+        while idx < n_out and (ts[idx] - t1) * direction < 0:
+            thetas.append((ts[idx] - t) / hs)
+            idx += 1
+        if thetas:  # every output inside this step from one dense-output product
+            ys.extend(stepper.dense_many(y, K, hs, thetas).unbind(0))
+        if idx < n_out and ts[idx] == t1:
+            ys.append(y1)
             idx += 1
         if on_step is not None:
             on_step(t, t1, y, y1, K, stepper)

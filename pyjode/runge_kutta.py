@@ -28,13 +28,27 @@ class RungeKutta:
         self.e = None if tableau.b_error is None else torch.as_tensor(tableau.b_error, **opts)
         self.c = [float(x) for x in tableau.c]
         self.fsal = tableau.fsal
-        self._buffer: Optional[torch.Tensor] = None
+        # Per-stage coefficient rows, made once: slicing them every stage costs as much as the arithmetic
+        # on a small state.
+        self._a_rows = [self.A[i, :i] for i in range(tableau.stages)]
+        # Dense output b(theta) = P @ (theta, theta^2, ...), with P as nested Python floats: the weights
+        # of all output times of a step become one small tensor.
+        self._interp = None if tableau.interp is None else tableau.interp.tolist()
+        self._buffer: Optional[tuple] = None
 
-    def _stages(self) -> torch.Tensor:
+    def _stages(self):
+        """``(K, K_prefix_T, K_rows)``: the stage buffer, ``K[:i].t()`` and ``K[i]`` shaped like ``y``.
+
+        Without autograd the buffer and its views are made once and reused by every step (their contents
+        change, the views stay valid); under autograd each step needs a fresh buffer, and no views.
+        """
         if torch.is_grad_enabled():
-            return torch.empty(self.tableau.stages, self.numel, **self._opts)
+            return torch.empty(self.tableau.stages, self.numel, **self._opts), None, None
         if self._buffer is None:
-            self._buffer = torch.empty(self.tableau.stages, self.numel, **self._opts)
+            K = torch.empty(self.tableau.stages, self.numel, **self._opts)
+            prefix_t = [K[:i].t() for i in range(self.tableau.stages)]
+            rows = [K[i].view(self.shape) for i in range(self.tableau.stages)]
+            self._buffer = (K, prefix_t, rows)
         return self._buffer
 
     def step(self, func: Callable, t: float, h: float, y: torch.Tensor, f0: Optional[torch.Tensor],
@@ -42,38 +56,52 @@ class RungeKutta:
         """Advance ``y`` from ``t`` to ``t + h``; returns ``(y1, K)``.
 
         ``f0 = f(t, y)`` may be passed in (FSAL reuse); otherwise it is evaluated. For FSAL tableaus
-        ``K[-1]`` is ``f(t + h, y1)``.
+        ``K[-1]`` is ``f(t + h, y1)``. ``y1`` is always a new tensor (never a view of ``K``).
         """
-        K = self._stages()
+        K, prefix_t, rows = self._stages()
         y_flat = y.reshape(-1)
         if f0 is None:
             f0 = func(time(t), y)
-        K[0].copy_(f0.reshape(-1))
-        yi = y_flat
-        A, c = self.A, self.c
-        for i in range(1, len(c)):
-            yi = torch.addmv(y_flat, K[:i].t(), A[i, :i], alpha=h)
-            K[i].copy_(func(time(t + c[i] * h), yi.view(self.shape)).reshape(-1))
+        shape, a_rows, c = self.shape, self._a_rows, self.c
+        if rows is not None:
+            rows[0].copy_(f0)
+            for i in range(1, len(c)):
+                yi = torch.addmv(y_flat, prefix_t[i], a_rows[i], alpha=h)
+                rows[i].copy_(func(time(t + c[i] * h), yi.view(shape)))
+        else:
+            K[0].copy_(f0.reshape(-1))
+            for i in range(1, len(c)):
+                yi = torch.addmv(y_flat, K[:i].t(), a_rows[i], alpha=h)
+                K[i].copy_(func(time(t + c[i] * h), yi.view(shape)).reshape(-1))
         if self.fsal:
             y1 = yi  # the last stage's input is y1, because a[-1] == b
         else:
             y1 = torch.addmv(y_flat, K.t(), self.b, alpha=h)
-        return y1.view(self.shape), K
+        return y1.view(shape), K
 
     def error(self, K: torch.Tensor, h: float) -> torch.Tensor:
         """The embedded local error estimate ``h * K^T (b - b_hat)``, flat."""
-        return torch.mv(K.t(), self.e) * h
+        return torch.mv(K.t(), self.e).mul_(h)
+
+    def _interp_weights(self, thetas) -> torch.Tensor:
+        """``W[j, i] = b_i(theta_j)``, built from Python floats into one tensor."""
+        P = self._interp
+        rows = []
+        for th in thetas:
+            th = float(th)
+            powers = [th]
+            for _ in range(len(P[0]) - 1):
+                powers.append(powers[-1] * th)
+            rows.append([sum(p * q for p, q in zip(row, powers)) for row in P])
+        return torch.tensor(rows, **self._opts)
 
     def dense(self, y: torch.Tensor, K: torch.Tensor, h: float, theta: float) -> torch.Tensor:
         """The method's own continuous extension at ``t + theta h`` (``0 <= theta <= 1``)."""
-        w = torch.as_tensor(self.tableau.interp_weights(theta), **self._opts)
+        w = self._interp_weights((theta,))[0]
         return torch.addmv(y.reshape(-1), K.t(), w, alpha=h).view(self.shape)
 
     def dense_many(self, y: torch.Tensor, K: torch.Tensor, h: float, thetas) -> torch.Tensor:
         """Dense output at several ``theta`` at once; returns ``(len(thetas), *shape)``."""
-        import numpy as np
-
-        W = np.stack([self.tableau.interp_weights(float(th)) for th in thetas])
-        W = torch.as_tensor(W, **self._opts)
-        out = y.reshape(1, -1) + h * (W @ K)
-        return out.view(len(thetas), *self.shape)
+        W = self._interp_weights(thetas)
+        out = torch.addmm(y.reshape(1, -1), W, K, alpha=h)
+        return out.view(len(W), *self.shape)

@@ -20,11 +20,11 @@ class Direct(GradientMethod):
 
     def solve(self, spec: SolveSpec) -> torch.Tensor:
         counter = Counter()
-        with torch.enable_grad():
-            if spec.t.requires_grad:
-                ys = self._solve_rescaled(spec, counter)
-            else:
-                ys = run_method(spec.method, spec.func, spec.y0, spec.ts, counter=counter, **spec.solve_kwargs())
+        # The solve follows the caller's grad mode: under torch.no_grad() it records no graph.
+        if spec.t.requires_grad and torch.is_grad_enabled():
+            ys = self._solve_rescaled(spec, counter)
+        else:
+            ys = run_method(spec.method, spec.func, spec.y0, spec.ts, counter=counter, **spec.solve_kwargs())
         record_forward(spec.stats, counter)
         return torch.stack(ys)
 

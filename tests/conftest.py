@@ -1,0 +1,21 @@
+"""Shared test helpers: device parametrisation with a clean CUDA skip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+CUDA_AVAILABLE = torch.cuda.is_available()
+
+#: Mark a test that needs a CUDA GPU; it is skipped cleanly where there is none.
+requires_cuda = pytest.mark.skipif(not CUDA_AVAILABLE, reason="needs a CUDA GPU")
+
+#: ``@pytest.mark.parametrize("device", DEVICES)`` runs a test on CPU and, where available, CUDA.
+DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same random state, so its data does not depend on test order."""
+    torch.manual_seed(0)
+    yield
