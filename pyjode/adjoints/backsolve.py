@@ -9,7 +9,7 @@ import torch
 from ..integrate import Counter
 from ..norms import PartsNorm
 from .base import SolveSpec, run_method
-from .continuous import ContinuousAdjoint, interval_pairs
+from .continuous import ContinuousAdjoint, StepHint, interval_pairs
 
 
 class Backsolve(ContinuousAdjoint):
@@ -37,7 +37,7 @@ class Backsolve(ContinuousAdjoint):
         super().__init__(rtol=rtol, atol=atol, method=method)
         self.norm = norm
 
-    def backward_solve(self, spec: SolveSpec, ys, grad_ys, memo, counter: Counter):
+    def backward_solve(self, spec: SolveSpec, ys, grad_ys, record, counter: Counter):
         func, params, shape = spec.func, spec.params, spec.y0.shape
         n = spec.y0.numel()
         sizes = [p.numel() for p in params]
@@ -59,7 +59,7 @@ class Backsolve(ContinuousAdjoint):
         kwargs = self.backward_kwargs(spec)
         a = grad_ys[-1].reshape(-1)
         a_theta = ys.new_zeros(sum(sizes))
-        last_h = _LastStep()
+        last_h = StepHint(record.first_step)
         for i, t_hi, t_lo in interval_pairs(spec.ts):
             s = torch.cat([ys[i + 1].reshape(-1), a, a_theta])
             s = run_method(tableau, field, s, [t_hi, t_lo], norm=norm, counter=counter, on_step=last_h,
@@ -72,14 +72,3 @@ class Backsolve(ContinuousAdjoint):
             offset += k
         return a.view(shape), grads
 
-
-class _LastStep:
-    """Remembers the last accepted step so the next interval starts from it, not from a fresh guess."""
-
-    def __init__(self):
-        self.h, self._prev = None, 0.0
-
-    def __call__(self, t0, t1, *_):
-        # The step that lands on an output time is usually clipped short; the one before is a better guess.
-        h = abs(t1 - t0)
-        self.h, self._prev = max(h, self._prev), h

@@ -11,12 +11,38 @@ where a(t_0^+) excludes the direct dL/dy_0 term. The time gradients follow from 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
 from ..integrate import Counter
 from .base import GradientMethod, SolveSpec, record_backward, record_forward, run_method
+
+
+class StepHint:
+    """An ``on_step`` callback that keeps a first-step guess for the next solve.
+
+    The guess is the larger of the last two accepted steps: the last one is usually clipped short to land
+    on an output time. The adjoint a' = -(∂f/∂y)^T a has the Jacobian of the forward problem, so the step
+    the forward solve ended with is a good start for the backward one, and saves Hairer's initial-step
+    evaluation and the short steps that follow it.
+    """
+
+    def __init__(self, h: Optional[float] = None):
+        self.h, self._prev = h, 0.0
+
+    def __call__(self, t0, t1, *_):
+        h = abs(t1 - t0)
+        self.h, self._prev = max(h, self._prev), h
+
+
+@dataclass
+class ForwardRecord:
+    """What a continuous adjoint's forward solve leaves for its backward solve."""
+
+    first_step: Optional[float] = None  # for the first backward interval (see StepHint)
+    trajectory: Any = None  # a pyjode.trajectory.DenseTrajectory when the forward steps are kept
 
 
 def state_vjp_field(func, shape):
@@ -107,8 +133,8 @@ class _ContinuousAdjointFunction(torch.autograd.Function):
 class ContinuousAdjoint(GradientMethod):
     """A gradient method whose forward pass keeps no graph and whose backward pass solves for a(t).
 
-    Subclasses implement ``forward_solve(spec, counter) -> (ys, memo)`` and
-    ``backward_solve(spec, ys, grad_ys, memo, counter) -> (a(t_0^+), [dL/dθ])``.
+    Subclasses implement ``forward_solve(spec, counter) -> (ys, ForwardRecord)`` and
+    ``backward_solve(spec, ys, grad_ys, record, counter) -> (a(t_0^+), [dL/dθ])``.
     """
 
     def __init__(self, rtol: Optional[float] = None, atol: Optional[float] = None, method=None):
@@ -137,7 +163,10 @@ class ContinuousAdjoint(GradientMethod):
                     step_size=spec.step_size, max_steps=spec.max_steps)
 
     def forward_solve(self, spec: SolveSpec, counter: Counter):
-        return run_method(spec.method, spec.func, spec.y0, spec.ts, counter=counter, **spec.solve_kwargs()), None
+        hint = StepHint()
+        ys = run_method(spec.method, spec.func, spec.y0, spec.ts, counter=counter, on_step=hint,
+                        **spec.solve_kwargs())
+        return ys, ForwardRecord(first_step=hint.h)
 
     def solve(self, spec: SolveSpec) -> torch.Tensor:
         if self.method is not None:

@@ -2,13 +2,13 @@
 
 The backward ODE carries only the state-sized adjoint a(t); the parameter gradient
     dL/dθ = ∫_{t_0}^{t_N} a(t)^T ∂f/∂θ(t, y(t)) dt
-is computed by Gauss–Legendre quadrature, with every node's VJP batched into one call.
+is computed by Gauss–Legendre quadrature, the node VJPs batched into a few calls.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -30,7 +30,8 @@ class Quadrature(ContinuousAdjoint):
         τ_j = s + h (1 + ξ_j)/2,   w̃_j = |h|/2 · w_j,   (ξ_j, w_j) = leggauss(m),
     reading a(τ_j) from the solver's dense output and y(τ_j) as below. Then
         dL/dθ ≈ Σ_j w̃_j a(τ_j)^T ∂f/∂θ(τ_j, y(τ_j)),
-    evaluated as one batched VJP over all nodes (``torch.func.vmap`` of f) with respect to θ only.
+    evaluated with respect to θ only as batched VJPs (``torch.func.vmap`` of f) over chunks of nodes, each
+    taken as soon as its chunk is complete, so the nodes held never grow with the number of steps.
 
     **Number of nodes.** An m-node Gauss rule is exact for polynomials of degree 2m - 1, so on a step of
     length h its error is (h^(2m+1) (m!)^4 / ((2m+1) ((2m)!)^3)) g^(2m). The solver accepts a step when
@@ -95,8 +96,20 @@ class Quadrature(ContinuousAdjoint):
         tableau = self.backward_tableau(spec)
         kwargs = self.backward_kwargs(spec)
         xi, wq = np.polynomial.legendre.leggauss(self._nodes(tableau))
-        nodes = _NodeCollector(tableau, (1 + xi) / 2, wq / 2, ys, record.first_step)
         trajectory = record.trajectory
+        chunk = self.max_nodes_per_call or max(1, 2 ** 14 // n)
+        grads = [torch.zeros_like(p) for p in params]
+
+        def integrate_nodes(T, S, W):
+            if trajectory is not None:
+                Y, A = trajectory(T), S.view(-1, *shape)
+            else:
+                Y, A = S[:, :n].reshape(-1, *shape), S[:, n:].reshape(-1, *shape)
+            for acc, g in zip(grads, weighted_param_vjp(func, params, T, Y, A, W, chunk)):
+                acc.add_(g)
+            counter.nfe += T.numel() if params else 0
+
+        nodes = _NodeCollector(tableau, (1 + xi) / 2, wq / 2, ys, record.first_step, integrate_nodes, chunk)
 
         if trajectory is not None:
             def field(t, a):
@@ -122,14 +135,7 @@ class Quadrature(ContinuousAdjoint):
             if i > 0:
                 a = a + grad_ys[i].reshape(-1)
 
-        T, S, W = nodes.stacked()
-        if trajectory is not None:
-            Y, A = trajectory(T), S.view(-1, *shape)
-        else:
-            Y, A = S[:, :n].reshape(-1, *shape), S[:, n:].reshape(-1, *shape)
-        chunk = self.max_nodes_per_call or max(1, 2 ** 14 // n)
-        grads = weighted_param_vjp(func, params, T, Y, A, W, chunk)
-        counter.nfe += T.numel() if params else 0
+        nodes.flush()
         return a.view(shape), grads
 
 
@@ -139,10 +145,14 @@ class _NodeCollector:
     Methods with a continuous extension use it. Fixed-step tableaus have none, so each step's nodes come
     from cubic Hermite interpolation, whose end slope f(t1, s1) is the next step's first stage (one extra
     evaluation closes each interval).
+
+    Whenever ``batch`` nodes are waiting they are handed to ``consume(T, S, W)`` (the batched parameter
+    VJP) and dropped, so the nodes held at any time, like the VJP call's activations, are bounded
+    whatever the number of steps.
     """
 
     def __init__(self, tableau: ButcherTableau, thetas: np.ndarray, weights: np.ndarray, like: torch.Tensor,
-                 first_step: Optional[float] = None):
+                 first_step: Optional[float], consume: Callable, batch: int):
         opts = dict(dtype=like.dtype, device=like.device)
         self.thetas, self.weights = thetas, weights
         if tableau.interp is not None:
@@ -157,6 +167,7 @@ class _NodeCollector:
         self.hermite = tableau.interp is None
         self._opts = opts
         self.T, self.S, self.W = [], [], []
+        self.consume, self.batch, self._waiting = consume, batch, 0
         self.pending = None
         self.last_h, self._prev_h = first_step, 0.0  # first-step guess of the next interval (StepHint)
 
@@ -189,8 +200,16 @@ class _NodeCollector:
         # the forward-oriented integral: the backward step runs against the forward direction
         self.W.append(-h * self.weights)
         self.S.append(values)
+        self._waiting += len(self.thetas)
+        if self._waiting >= self.batch:
+            self.flush()
 
-    def stacked(self):
+    def flush(self):
+        """Hand every waiting node to ``consume`` as (times, states, weights) and forget them."""
+        if not self.T:
+            return
         T = torch.as_tensor(np.concatenate(self.T), **self._opts)
         W = torch.as_tensor(np.concatenate(self.W), **self._opts)
-        return T, torch.cat(self.S), W
+        S = torch.cat(self.S)
+        self.T, self.S, self.W, self._waiting = [], [], [], 0
+        self.consume(T, S, W)
