@@ -18,16 +18,24 @@ Training alternates (paper, training procedure; ``train_alternating``):
 
 pyjode fields take one time for the whole batch, so the time component of xi is shared by the batch: the
 batch mean of the midpoint's time output, clamped to the step.
+
+Cost: per step of order 1, one call of f at y_n, the midpoint network, and f with its time derivative
+along the flow at xi (two rounds of Taylor propagation). Without autograd the whole solve runs as one
+traced fixed graph (``TaylorLagrange.forward``); under autograd it runs step by step.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Union
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Union
 
 import torch
 from torch import nn
+from torch.func import functional_call
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
-from .taylor_mode import taylor_coefficients
+from .taylor_mode import taylor_series
 
 __all__ = ["TaylorLagrange", "MidpointNet", "taylor_lagrange_step", "fit_midpoint", "train_alternating"]
 
@@ -46,17 +54,35 @@ def taylor_lagrange_step(
     f(t, y)`` and ``xi_t = t + clamp(mean(gamma_t), 0, dt)``. Without a midpoint the step is the truncated
     Taylor series of order ``order`` and the remainder is ``None``.
     """
-    coeffs = taylor_coefficients(func, t, y, order)
+    return _step(func, t, y, _StepSize.of(dt, order), order, midpoint)
+
+
+class _StepSize(NamedTuple):
+    """dt and what every step of that size reuses: the bounds of xi_t - t_n and dt^(p+1)."""
+
+    dt: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+    power: torch.Tensor
+
+    @staticmethod
+    def of(dt: torch.Tensor, order: int) -> "_StepSize":
+        zero = torch.zeros_like(dt)
+        return _StepSize(dt, torch.minimum(zero, dt), torch.maximum(zero, dt), dt ** (order + 1))
+
+
+def _step(func: Field, t: torch.Tensor, y: torch.Tensor, h: _StepSize, order: int,
+          midpoint: Optional[Midpoint]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    coeffs = taylor_series(func, t, y, order)
     y_next = coeffs[order]
     for i in range(order - 1, -1, -1):  # Horner in dt
-        y_next = coeffs[i] + dt * y_next
+        y_next = coeffs[i] + h.dt * y_next
     if midpoint is None:
         return y_next, None
-    gamma_y, gamma_t = midpoint(y, dt)
+    gamma_y, gamma_t = midpoint(y, h.dt)
     xi_y = y + gamma_y * coeffs[1]
-    zero = torch.zeros_like(dt)
-    xi_t = t + torch.clamp(gamma_t.mean(), min=torch.minimum(zero, dt), max=torch.maximum(zero, dt))
-    remainder = dt ** (order + 1) * taylor_coefficients(func, xi_t, xi_y, order + 1)[order + 1]
+    xi_t = t + torch.clamp(gamma_t.mean(), min=h.lo, max=h.hi)
+    remainder = h.power * taylor_series(func, xi_t, xi_y, order + 1)[order + 1]
     return y_next + remainder, remainder
 
 
@@ -99,6 +125,10 @@ class TaylorLagrange(nn.Module):
 
     After each call, ``self.remainders`` holds the remainder of each step (for the penalty,
     :meth:`remainder_penalty`), and ``self.last_y0``, ``self.last_span`` the detached input and interval.
+
+    Without autograd (``torch.no_grad``/``inference_mode``) a call runs a fixed graph traced on the first
+    call with that input shape, so ``func`` and ``midpoint`` must be traceable (no Python branching on
+    tensor values; a ``TypeError`` says so); :meth:`solve_eager` is the step-by-step reference.
     """
 
     def __init__(self, func: Field, order: int = 1, steps: int = 2, midpoint: Optional[Midpoint] = None, *,
@@ -137,12 +167,11 @@ class TaylorLagrange(nn.Module):
             raise TypeError("y0 must be a floating-point torch.Tensor")
         t = torch.as_tensor(t0, dtype=y0.dtype, device=y0.device)
         end = torch.as_tensor(t1, dtype=y0.dtype, device=y0.device)
-        dt = (end - t) / self.steps
-        y, remainders = y0, []
-        for n in range(self.steps):
-            y, r = taylor_lagrange_step(self.func, t + n * dt, y, dt, self.order, self.midpoint)
-            if r is not None:
-                remainders.append(r)
+        if torch.is_grad_enabled():
+            y, remainders = self._solve(t, end, y0)
+        else:
+            names, values = self._graph_inputs()
+            y, remainders = self._fixed_graph(names, values, t, end, y0)(values, t, end, y0)
         if not torch.isfinite(y).all():
             raise RuntimeError(f"TaylorLagrange produced NaN/inf by t={float(end):.6g}; use more steps, a lower "
                                "learning rate, or a larger remainder penalty")
@@ -150,11 +179,86 @@ class TaylorLagrange(nn.Module):
         self.last_y0, self.last_span = y0.detach(), (t0, t1)
         return y
 
+    def solve_eager(self, y0: torch.Tensor, t0: Time = 0.0, t1: Time = 1.0) -> tuple[torch.Tensor, tuple]:
+        """The solve step by step in Python, returning ``(y1, remainders)``: what :meth:`forward` traces
+        into its fixed graph, and a reference for it."""
+        t = torch.as_tensor(t0, dtype=y0.dtype, device=y0.device)
+        end = torch.as_tensor(t1, dtype=y0.dtype, device=y0.device)
+        return self._solve(t, end, y0)
+
+    def _solve(self, t: torch.Tensor, end: torch.Tensor, y0: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        h = _StepSize.of((end - t) / self.steps, self.order)
+        y, remainders = y0, []
+        for n in range(self.steps):
+            y, r = _step(self.func, t + n * h.dt if n else t, y, h, self.order, self.midpoint)
+            if r is not None:
+                remainders.append(r)
+        return y, tuple(remainders)
+
+    # Without autograd (evaluation), a solve runs as a fixed aten graph, traced once per input shape
+    # (torch.fx, via make_fx) with this module's parameters and buffers, t0, t1 and y0 as its inputs: it
+    # costs the ops alone, none of the Python of the steps, the midpoint network or the Taylor-mode
+    # interpreter, which ran once, at trace time. Under autograd the solve runs step by step: there the
+    # backward pass dominates, which the graph would not shorten, and a trace (about 0.1-0.2 s on CPU)
+    # costs more than it saves over a few hundred training steps, each new batch shape paying its own.
+
+    _MAX_GRAPHS = 8  # traced shapes kept per module; a new shape beyond that evicts the oldest
+
+    def _graph_inputs(self) -> tuple[tuple[str, ...], list[torch.Tensor]]:
+        tensors = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        return tuple(tensors), list(tensors.values())
+
+    def _fixed_graph(self, names, values, t, end, y0) -> Callable:
+        key = (tuple(y0.shape), y0.dtype, y0.device, t.dtype, end.dtype, self.order, self.steps, id(self.func),
+               id(self.midpoint), tuple((n, tuple(v.shape), v.dtype, v.device) for n, v in zip(names, values)))
+        graphs = self.__dict__.setdefault("_graphs", {})
+        if key not in graphs:
+            if len(graphs) >= self._MAX_GRAPHS:
+                graphs.pop(next(iter(graphs)))
+            graphs[key] = self._trace(names, values, t, end, y0)
+        return graphs[key]
+
+    def _trace(self, names, values, t, end, y0) -> Callable:
+        adapter = _Solve(self)
+        prefixed = [f"integrator.{n}" for n in names]
+
+        def call(values_, t_, end_, y0_):
+            return functional_call(adapter, dict(zip(prefixed, values_)), (t_, end_, y0_))
+
+        try:
+            with torch.inference_mode(False):
+                gm = make_fx(call, tracing_mode="fake", _allow_non_fake_inputs=True)(values, t, end, y0)
+        except GuardOnDataDependentSymNode as e:
+            raise TypeError(
+                "TaylorLagrange traces its solve once per input shape, so func and midpoint must not branch on "
+                "tensor values (if/while on t or y, .item()); express the branch with torch.where"
+            ) from e
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+        return gm
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_graphs", None)  # traced graphs are a cache: rebuilt on the first call
+        return state
+
     def remainder_penalty(self) -> torch.Tensor:
         """mean |R| over the steps of the last call: the paper's regulariser on the learned remainder."""
         if not self.remainders:
             raise RuntimeError("no remainder recorded: call the module first (and keep remainder=True)")
         return torch.stack([r.abs().mean() for r in self.remainders]).mean()
+
+
+class _Solve(nn.Module):
+    """Runs an integrator's step-by-step solve as a module call, so that ``functional_call`` can feed it
+    the tensors that become the fixed graph's inputs."""
+
+    def __init__(self, integrator: TaylorLagrange):
+        super().__init__()
+        self.integrator = integrator
+
+    def forward(self, t: torch.Tensor, end: torch.Tensor, y0: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        return self.integrator._solve(t, end, y0)
 
 
 def _midpoint_parameters(integrator: TaylorLagrange) -> list[torch.Tensor]:
@@ -164,6 +268,25 @@ def _midpoint_parameters(integrator: TaylorLagrange) -> list[torch.Tensor]:
     return params
 
 
+@contextmanager
+def _frozen(module: object, keep: list[torch.Tensor]) -> Iterator[None]:
+    """Switch off ``requires_grad`` of ``module``'s parameters, except ``keep``, for the block (nothing for
+    a plain function).
+
+    With the dynamics frozen, autograd records only what depends on the midpoint: the first step's
+    coefficients at y_0 become plain tensors, and no graph is kept for the dynamics' weights."""
+    kept = {id(p) for p in keep}
+    params = [p for p in module.parameters() if p.requires_grad and id(p) not in kept] \
+        if isinstance(module, nn.Module) else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def fit_midpoint(
     integrator: TaylorLagrange, y0: torch.Tensor, t0: Time = 0.0, t1: Time = 1.0, *, iters: int = 20,
     lr: float = 1e-2, optimizer: Optional[torch.optim.Optimizer] = None, rtol: float = 1.4e-8,
@@ -171,7 +294,8 @@ def fit_midpoint(
 ) -> list[float]:
     """Fit the midpoint network phi to an accurate adaptive solve with the dynamics frozen: ``iters``
     optimiser steps on ``mean |TL(y0) - odeint(func, y0, [t0, t1], method="dopri5")|`` (the paper's L1
-    objective; its default tolerance 1.4e-8 is the paper's). Returns the loss before each step."""
+    objective; its default tolerance 1.4e-8 is the paper's). The accurate solve runs once per call, since
+    the dynamics do not change during the fit. Returns the loss before each step."""
     from .odeint import odeint  # deferred: odeint's package imports this module
 
     params = _midpoint_parameters(integrator)
@@ -181,13 +305,14 @@ def fit_midpoint(
         span = torch.stack([torch.as_tensor(t0, dtype=y0.dtype), torch.as_tensor(t1, dtype=y0.dtype)])
         target = odeint(integrator.func, y0, span, method="dopri5", rtol=rtol, atol=atol)[-1]
     losses = []
-    for _ in range(iters):
-        loss = (integrator(y0, t0, t1) - target).abs().mean()
-        grads = torch.autograd.grad(loss, params)  # phi only: no parameter VJP for the dynamics
-        for p, g in zip(params, grads):
-            p.grad = g
-        opt.step()
-        losses.append(loss.item())
+    with _frozen(integrator.func, keep=params):
+        for _ in range(iters):
+            loss = (integrator(y0, t0, t1) - target).abs().mean()
+            grads = torch.autograd.grad(loss, params)
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.step()
+            losses.append(loss.item())
     return losses
 
 
@@ -215,8 +340,9 @@ def train_alternating(
     mid_opt = midpoint_optimizer if midpoint_optimizer is not None else torch.optim.Adam(mid_params, lr=midpoint_lr)
     history = []
     for i, (x, target) in enumerate(batches):
-        task = loss_fn(model(x), target)
-        loss = task + remainder_weight * integrator.remainder_penalty()
+        with _frozen(integrator.midpoint, keep=[]):  # phi is fixed in this step: record no graph for it
+            task = loss_fn(model(x), target)
+            loss = task + remainder_weight * integrator.remainder_penalty()
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for p, g in zip(params, grads):
             p.grad = g

@@ -38,11 +38,11 @@ from typing import Any, Callable, Union
 
 import torch
 from torch import fx, nn
-from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 from torch.func import functional_call
 
-__all__ = ["taylor_coefficients"]
+__all__ = ["taylor_coefficients", "taylor_series"]
 
 aten = torch.ops.aten
 Series = list  # coefficients z_0, z_1, ... of one graph value, one appended per round
@@ -61,11 +61,25 @@ def taylor_coefficients(
     polynomial in ``order``: ``order`` evaluations of each linear op of ``func`` plus O(order^2)
     elementwise work (see the module docstring); order 1 is one call to ``func``.
     """
+    return torch.stack(taylor_series(func, t, y, order))
+
+
+def taylor_series(
+    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    t: Union[float, torch.Tensor],
+    y: torch.Tensor,
+    order: int,
+) -> list[torch.Tensor]:
+    """:func:`taylor_coefficients` as a list of ``order + 1`` tensors shaped like ``y``.
+
+    Callers that combine the coefficients (a Taylor step) should use this form: it saves the stacking
+    copy and, under autograd, the scatter of each indexed coefficient's gradient into a stacked buffer.
+    """
     y, t = _check_inputs(y, t, order)
     if order == 0:
-        return y.unsqueeze(0)
+        return [y]
     if order == 1:
-        return torch.stack([y, _checked_field(func(t, y), y)])
+        return [y, _checked_field(func(t, y), y)]
     graph, consts = _traced(func, t, y)
     return _propagate(graph, consts, t, y, order)
 
@@ -121,7 +135,9 @@ def _traced(func, t, y) -> tuple[_Graph, list]:
     key = (tuple(t.shape), t.dtype, tuple(y.shape), y.dtype, y.device,
            tuple((n, tuple(v.shape), v.dtype) for n, v in tensors.items()))
     try:
-        per_func = _CACHE.setdefault(func, {})
+        # inside an enclosing trace (e.g. TaylorLagrange's fixed graph) the tensors are the tracer's: a
+        # graph traced there must not be cached for later calls on real tensors
+        per_func = _CACHE.setdefault(func, {}) if get_proxy_mode() is None else {}
     except TypeError:  # not weak-referenceable: trace every call
         per_func = {}
     if key not in per_func:
@@ -155,8 +171,11 @@ def _trace(func, names, values, t, y) -> _Graph:
     for n in nodes:
         if n.op == "get_attr":
             n.meta["pyjode_value"] = getattr(gm, n.target)
-        elif _packet(n.target) in _INPLACE_VIEWS:  # e.g. squeeze_ from nn.Linear on a 1-D input
+            continue
+        if _packet(n.target) in _INPLACE_VIEWS:  # e.g. squeeze_ from nn.Linear on a 1-D input
             n.target = getattr(_INPLACE_VIEWS[_packet(n.target)], n.target._overloadname)
+        n.meta["pyjode_rule"] = _rule(n.target)
+        n.meta["pyjode_constant_valued"] = _packet(n.target) in _CONSTANT_VALUED
     (output,) = [n.args[0] for n in gm.graph.nodes if n.op == "output"]
     return _Graph(nodes=nodes, inputs=placeholders, output=output, names=names)
 
@@ -175,18 +194,21 @@ class _Jet:
         self.state = {}
 
 
-def _propagate(graph: _Graph, consts: list, t, y, order: int) -> torch.Tensor:
+def _propagate(graph: _Graph, consts: list, t, y, order: int) -> list[torch.Tensor]:
     t_jet, y_jet = _Jet([t]), _Jet([y])
     env: dict = dict(zip(graph.inputs, [*consts, t_jet, y_jet]))
     out_leaves = fx.node.map_aggregate(graph.output, lambda a: a)
-    for k in range(order):
-        if k > 0:
-            t_jet.c.append(torch.ones_like(t) if k == 1 else torch.zeros_like(t))
-        for node in graph.nodes:
-            _eval_node(node, env, k)
-        g_k = _output_coeff(out_leaves, env, k, y)
-        y_jet.c.append(g_k / (k + 1))
-    return torch.stack(y_jet.c)
+    # Round 0 evaluates every node. The nodes that depend on (t, y) are recorded with their rule and their
+    # resolved arguments, which later rounds reuse as they are: an argument is either a constant or a _Jet,
+    # and a _Jet is the same object in every round, growing one coefficient per round.
+    plan = [step for step in (_eval_node(node, env) for node in graph.nodes) if step is not None]
+    y_jet.c.append(_output_coeff(out_leaves, env, 0, y))
+    for k in range(1, order):
+        t_jet.c.append(torch.ones_like(t) if k == 1 else torch.zeros_like(t))
+        for rule, args, kwargs, jet, op in plan:
+            jet.c.append(rule(k, args, kwargs, jet, op))
+        y_jet.c.append(_output_coeff(out_leaves, env, k, y) / (k + 1))
+    return y_jet.c
 
 
 def _output_coeff(out, env, k, y):
@@ -202,28 +224,27 @@ def _output_coeff(out, env, k, y):
     return _checked_field(g, y) if k == 0 else g
 
 
-def _eval_node(node: fx.Node, env: dict, k: int) -> None:
-    current = env.get(node)
-    if k > 0 and not isinstance(current, _Jet):
-        return  # a constant, computed in round 0
+def _eval_node(node: fx.Node, env: dict):
+    """Round 0 of one node: its value, or for a node that depends on (t, y) its coefficient 0 and the
+    ``(rule, args, kwargs, jet, op)`` with which later rounds extend it."""
     if node.op == "get_attr":
         env[node] = node.meta["pyjode_value"]
-        return
+        return None
     args = fx.node.map_arg(node.args, env.__getitem__)
     kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
-    if k == 0:
-        has_jet = any(isinstance(a, _Jet) for a in _leaves((args, kwargs)))
-        op = node.target
-        if not has_jet or _packet(op) in _CONSTANT_VALUED:
-            env[node] = op(*_at0(args), **_at0(kwargs))
-            return
-        if _rule(op) is None:
-            raise TypeError(
-                f"taylor_coefficients: func uses {op}, which has no Taylor-mode rule. Supported: "
-                f"{', '.join(sorted(_supported_names()))}. Rewrite func with these ops"
-            )
-        current = env[node] = _Jet()
-    current.c.append(_rule(node.target)(k, args, kwargs, current, node.target))
+    op = node.target
+    if node.meta["pyjode_constant_valued"] or not any(isinstance(a, _Jet) for a in _leaves((args, kwargs))):
+        env[node] = op(*_at0(args), **_at0(kwargs))
+        return None
+    rule = node.meta["pyjode_rule"]
+    if rule is None:
+        raise TypeError(
+            f"taylor_coefficients: func uses {op}, which has no Taylor-mode rule. Supported: "
+            f"{', '.join(sorted(_supported_names()))}. Rewrite func with these ops"
+        )
+    jet = env[node] = _Jet()
+    jet.c.append(rule(0, args, kwargs, jet, op))
+    return rule, args, kwargs, jet, op
 
 
 def _leaves(tree):
@@ -284,6 +305,8 @@ def _product(k, args, kwargs, out, op=None):
 
 def _addmm_like(mat_op):
     def rule(k, args, kwargs, out, op=None):
+        if k == 0:
+            return op(*_at0(args), **_at0(kwargs))
         bias, m1, m2 = args[:3]
         beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
         if isinstance(m1, _Jet) or isinstance(m2, _Jet):
@@ -327,7 +350,7 @@ def _chain(k: int, x: Series, w: Series):
     acc = x[1] * w[k - 1]
     for j in range(2, k + 1):
         acc = acc + j * x[j] * w[k - j]
-    return acc / k
+    return acc if k == 1 else acc / k  # no division by 1: under autograd every op costs a node
 
 
 def _unary(fn):
@@ -345,21 +368,25 @@ def _exp(k, x, z, st, op, rest, kw):
     return torch.exp(x[0]) if k == 0 else _chain(k, x, z)
 
 
-def _logistic_like(derivative):
-    """tanh and sigmoid: phi' is a polynomial in phi, so w = phi'(x) follows from z itself."""
+def _logistic_like(derivative, first_order):
+    """tanh and sigmoid: phi' is a polynomial in phi, so w = phi'(x) follows from z itself. Coefficient 1,
+    z_1 = phi'(x_0) x_1, is the op's own backward kernel (``first_order(x_1, z_0)``): one fused op, where
+    the series of w is only built when a higher coefficient needs it."""
     def fn(k, x, z, st, op, rest, kw):
         if k == 0:
             st["w"] = []
             return op(x[0])
+        if k == 1:
+            return first_order(x[1], z[0])
         w = st["w"]
-        m = k - 1
-        w.append(derivative(z[m], _conv(z, z, m), m))
+        for m in range(len(w), k):
+            w.append(derivative(z[m], _conv(z, z, m), m))
         return _chain(k, x, w)
     return fn
 
 
-_tanh = _logistic_like(lambda z_m, zz_m, m: (1.0 - zz_m) if m == 0 else -zz_m)
-_sigmoid = _logistic_like(lambda z_m, zz_m, m: z_m - zz_m)
+_tanh = _logistic_like(lambda z_m, zz_m, m: (1.0 - zz_m) if m == 0 else -zz_m, aten.tanh_backward.default)
+_sigmoid = _logistic_like(lambda z_m, zz_m, m: z_m - zz_m, aten.sigmoid_backward.default)
 
 
 def _sin_cos(sign_of_partner):

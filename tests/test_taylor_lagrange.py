@@ -112,8 +112,11 @@ def test_midpoint_fit_reduces_step_error():
             return (tl(y) - ref).abs().mean().item()
 
     before_fit, before_new = error(y_fit), error(y_new)
+    dynamics = [p.detach().clone() for p in f.parameters()]
     losses = fit_midpoint(tl, y_fit, iters=40, lr=1e-2)
     assert len(losses) == 40 and losses[-1] < losses[0]
+    # the dynamics were frozen for the fit, and are trainable again after it
+    assert all(p.requires_grad and p.grad is None and torch.equal(p, q) for p, q in zip(f.parameters(), dynamics))
     assert error(y_fit) < 0.25 * before_fit
     assert error(y_new) < 0.5 * before_new  # it learns a map, not this batch
 
@@ -149,3 +152,43 @@ def test_default_midpoint_starts_at_y():
     net = MidpointNet(3)
     gy, gt = net(torch.randn(7, 3), torch.tensor(0.5))
     assert gy.abs().max() < 1e-3 and gt.abs().max() < 1e-3
+
+
+def test_evaluation_graph_matches_the_step_by_step_solve():
+    # without autograd, forward runs a traced fixed graph: same numbers as the eager steps, for each shape
+    torch.manual_seed(3)
+    f = _Field(scale=2.0).to(D)
+    tl = TaylorLagrange(f, order=2, steps=3, dim=3).to(D)
+    with torch.no_grad():
+        for p in tl.midpoint.parameters():
+            p.uniform_(-0.3, 0.3)
+    for batch in (5, 2):
+        y0 = torch.randn(batch, 3, dtype=D)
+        ref, ref_rem = tl.solve_eager(y0, 0.2, 1.1)
+        with torch.no_grad():
+            out = tl(y0, 0.2, 1.1)
+        torch.testing.assert_close(out, ref, rtol=1e-14, atol=1e-14)
+        for r, q in zip(tl.remainders, ref_rem):
+            torch.testing.assert_close(r, q, rtol=1e-14, atol=1e-14)
+        with torch.inference_mode():
+            torch.testing.assert_close(tl(y0, 0.2, 1.1), ref, rtol=1e-14, atol=1e-14)
+    with torch.no_grad():  # the graph reads the current weights: training needs no re-trace
+        f.l2.weight.mul_(0.5)
+        torch.testing.assert_close(tl(y0, 0.2, 1.1), tl.solve_eager(y0, 0.2, 1.1)[0], rtol=1e-14, atol=1e-14)
+
+
+def test_evaluation_graph_rejects_value_dependent_branches():
+    tl = TaylorLagrange(lambda t, y: y if y.sum() > 0 else -y, order=1, steps=2, remainder=False)
+    with torch.no_grad(), pytest.raises(TypeError, match="branch"):
+        tl(torch.ones(2, 3, dtype=D))
+
+
+def test_dynamics_step_leaves_the_midpoint_alone():
+    torch.manual_seed(4)
+    f = _Field(scale=1.0).to(D)
+    tl = TaylorLagrange(f, order=1, steps=2, dim=3).to(D)
+    mid = [p.detach().clone() for p in tl.midpoint.parameters()]
+    opt = torch.optim.Adam(f.parameters(), lr=1e-2)
+    x = torch.randn(16, 3, dtype=D)
+    train_alternating(tl, tl, [(x, x)] * 3, nn.functional.mse_loss, opt, midpoint_iters=0)
+    assert all(p.requires_grad and p.grad is None and torch.equal(p, q) for p, q in zip(tl.midpoint.parameters(), mid))

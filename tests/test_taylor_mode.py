@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import jvp
 
-from pyjode.taylor_mode import taylor_coefficients
+from pyjode.taylor_mode import taylor_coefficients, taylor_series
 
 D = torch.float64
 
@@ -94,6 +94,21 @@ def test_matches_nested_jvp_on_a_network():
     ours = taylor_coefficients(f, t, y, 5)
     ref = _nested_jvp_series(f, t, y, 5)
     _close(ours, ref, rtol=1e-10, atol=1e-11)
+
+
+def test_series_list_matches_stacked_coefficients_and_its_gradients():
+    torch.manual_seed(1)
+    f = _ManyOps().to(D)
+    y = (0.5 * torch.randn(4, 3, dtype=D)).requires_grad_()
+    t = torch.tensor(0.2, dtype=D)
+    series = taylor_series(f, t, y, 3)
+    stacked = taylor_coefficients(f, t, y, 3)
+    assert len(series) == 4
+    _close(torch.stack(series), stacked, rtol=0, atol=0)
+    w = torch.randn(4, 3, dtype=D)
+    (g_list,) = torch.autograd.grad((series[3] * w).sum(), y)
+    (g_stack,) = torch.autograd.grad((stacked[3] * w).sum(), y)
+    _close(g_list, g_stack)
 
 
 def test_gradients_are_exact():
