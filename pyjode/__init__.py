@@ -4,9 +4,11 @@ from ._julia import JuliaUnavailableError, JuliaUnsupportedError, julia_availabl
 from .adjoints.backsolve import Backsolve
 from .adjoints.direct import Direct
 from .adjoints.quadrature import Quadrature
+from .adjoints.reversible import ReversibleAdjoint
 from .neural_ode import NeuralODE
 from .norms import PartsNorm, max_norm, rms_norm
 from .odeint import odeint
+from .reversible import Reversible, ReversibleStabilityWarning
 from .stats import Stats
 from .tableau import ButcherTableau
 from .taylor_lagrange import MidpointNet, TaylorLagrange, fit_midpoint, taylor_lagrange_step, train_alternating

@@ -40,7 +40,7 @@ class Counter:
     rejected: int = 0
 
 
-class _CountingField:
+class CountingField:
     """Wraps the vector field to count evaluations without touching the user's module."""
 
     __slots__ = ("func", "counter")
@@ -59,7 +59,7 @@ def time_maker(like: torch.Tensor) -> Callable[[float], torch.Tensor]:
     return lambda value: torch.full((), value, dtype=dtype, device=device)
 
 
-def _check_shape(f: torch.Tensor, y: torch.Tensor) -> None:
+def check_field_output(f: torch.Tensor, y: torch.Tensor) -> None:
     if not isinstance(f, torch.Tensor):
         raise TypeError(f"func(t, y) must return a torch.Tensor, got {type(f).__name__}")
     if f.shape != y.shape:
@@ -108,7 +108,7 @@ def integrate(
         first_step: alias of ``step_size`` for adaptive methods (used by adjoints to restart).
     """
     counter = counter if counter is not None else Counter()
-    field = _CountingField(func, counter)
+    field = CountingField(func, counter)
     time = time_maker(y0)
     stepper = RungeKutta(tableau, y0)
     ts = [float(t) for t in ts]
@@ -130,7 +130,7 @@ def _fixed_loop(field, y0, ts, stepper: RungeKutta, step_size, max_steps, counte
             f"t={ts[0]:.6g} to t={ts[-1]:.6g}; raise max_steps or increase step_size"
         )
     f0 = field(time(ts[0]), y0)
-    _check_shape(f0, y0)
+    check_field_output(f0, y0)
     ys, y = [y0], y0
     for (ta, tb), n in zip(zip(ts[:-1], ts[1:]), n_steps):
         h = (tb - ta) / n
@@ -144,11 +144,11 @@ def _fixed_loop(field, y0, ts, stepper: RungeKutta, step_size, max_steps, counte
             y = y1
         counter.steps += n
         ys.append(y)
-    _check_finite_outputs(ys, ts, step_size)
+    check_finite_outputs(ys, ts, step_size)
     return ys
 
 
-def _check_finite_outputs(ys, ts, step_size):
+def check_finite_outputs(ys, ts, step_size):
     """One host check at the end: fixed steps cannot be retried, so report where the solve blew up."""
     finite = torch.stack([torch.isfinite(y).all() for y in ys]).tolist()
     if not all(finite):
@@ -173,7 +173,7 @@ def _adaptive_loop(field, y0, ts, stepper: RungeKutta, rtol, atol, first_step, m
 
     y = y0
     f = field(time(t0), y0)
-    _check_shape(f, y0)
+    check_field_output(f, y0)
     if first_step is None:
         with torch.no_grad():
             h = initial_step_size(field, t0, y0, f, tableau.order, rtol, atol, norm, direction, time)

@@ -6,12 +6,14 @@ from .base import GradientMethod
 from .backsolve import Backsolve
 from .direct import Direct
 from .quadrature import Quadrature
+from .reversible import ReversibleAdjoint
 
 # Strings select each method with its defaults.
 _BY_NAME = {
     "direct": Direct,
     "backsolve": Backsolve,
     "quadrature": Quadrature,
+    "reversible": ReversibleAdjoint,
 }
 
 

@@ -20,15 +20,14 @@ These are the exact gradients of the discrete reversible solution, to rounding.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..integrate import Counter, _CountingField, time_maker
+from ..integrate import Counter, CountingField, time_maker
 from ..norms import rms_norm
-from ..reversible import BaseSteps, Reversible, ReversibleStabilityWarning
+from ..reversible import BaseSteps, Reversible, warn_once
 from .base import GradientMethod, SolveSpec, record_backward, record_forward
 
 __all__ = ["ReversibleAdjoint"]
@@ -54,7 +53,7 @@ class ReversibleAdjoint(GradientMethod):
 
     After each backward pass ``reconstruction_error`` holds the relative error of the rebuilt ``y_0``
     against the ``y_0`` given; above ``sqrt(eps)`` of the dtype a :class:`ReversibleStabilityWarning`
-    is issued.
+    is issued (once per process, like the other reversible stability warnings).
     """
 
     name = "reversible"
@@ -122,7 +121,7 @@ def _backward_walk(method: Reversible, func, y: torch.Tensor, z: torch.Tensor, t
                    output_steps: List[int], grad_ys: torch.Tensor, params: Tuple[torch.Tensor, ...],
                    counter: Counter):
     """The reverse recursion of the module docstring; returns ``(y_0, z_0, dL/dy_0, dL/dparams)``."""
-    field = _CountingField(func, counter)
+    field = CountingField(func, counter)
     time = time_maker(y)
     steps = BaseSteps(method.tableau, y)
     lam = method.coupling
@@ -177,12 +176,12 @@ def _warn_if_reconstruction_risky(method: Reversible, n_steps: int, dtype: torch
     budget = 0.5 * math.log(1.0 / torch.finfo(dtype).eps)
     if growth_log > budget:
         float64 = "" if dtype == torch.float64 else ", float64"
-        warnings.warn(
+        warn_once(
+            "reconstruction-risk",
             f"{method!r} took {n_steps} steps in {dtype}: the backward reconstruction amplifies rounding by "
             f"about coupling**-n = {math.exp(growth_log):.1e}, so gradients from adjoint='reversible' may be "
             f"inaccurate. Use a coupling closer to 1 (at least {math.exp(-budget / n_steps):.6g}){float64}, or "
             f"fewer steps; or use adjoint='direct'",
-            ReversibleStabilityWarning, stacklevel=2,
         )
 
 
@@ -200,10 +199,10 @@ def _check_reconstruction(method: Reversible, y0: torch.Tensor, y_rebuilt: torch
         )
     if error > _reconstruction_tolerance(y0.dtype):
         float64 = "" if y0.dtype == torch.float64 else "float64, "
-        warnings.warn(
+        warn_once(
+            "reconstruction-error",
             f"adjoint='reversible' rebuilt y0 with relative error {error:.1e} after {n_steps} steps of {method!r} "
             f"in {y0.dtype}, so the gradients carry errors of about that size. Use {float64}a coupling closer "
             f"to 1, or fewer steps; if the field is strongly dissipative, smaller steps help too",
-            ReversibleStabilityWarning, stacklevel=2,
         )
     return error
