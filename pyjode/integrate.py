@@ -180,7 +180,7 @@ def _adaptive_loop(field, y0, ts, stepper: RungeKutta, rtol, atol, first_step, m
     else:
         h = abs(float(first_step))
     ys = [y0]
-    t, idx, attempts, prev_ratio, last_bad = t0, 1, 0, 1.0, False
+    t, idx, attempts, prev_ratio, last_bad, just_rejected = t0, 1, 0, 1.0, False, False
     n_out = len(ts)
     while idx < n_out:
         remaining = (t_end - t) * direction
@@ -208,6 +208,7 @@ def _adaptive_loop(field, y0, ts, stepper: RungeKutta, rtol, atol, first_step, m
         if not ratio <= 1.0:  # also catches NaN
             last_bad = not math.isfinite(ratio)
             counter.rejected += 1
+            just_rejected = True
             h *= controller.reject_factor(ratio, k)
             continue
         last_bad = False
@@ -226,6 +227,9 @@ def _adaptive_loop(field, y0, ts, stepper: RungeKutta, rtol, atol, first_step, m
             on_step(t, t1, y, y1, K, stepper)
         f = K[-1].view(y.shape) if stepper.fsal else field(time(t1), y1)
         t, y = t1, y1
-        h *= controller.accept_factor(ratio, prev_ratio, k)
+        fac = controller.accept_factor(ratio, prev_ratio, k)
+        # Hairer's rule: the step after a rejection may not grow, which stops reject/accept cascades.
+        h *= min(fac, 1.0) if just_rejected else fac
+        just_rejected = False
         prev_ratio = max(ratio, 1e-4)
     return ys
