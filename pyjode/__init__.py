@@ -9,6 +9,7 @@ from .neural_ode import NeuralODE
 from .norms import PartsNorm, max_norm, rms_norm
 from .odeint import odeint
 from .reversible import Reversible, ReversibleStabilityWarning
+from .sde import BrownianPath, CosineNoise, PiecewiseLinearNoise, WongZakai, sdeint
 from .stats import Stats
 from .tableau import ButcherTableau
 from .taylor_lagrange import MidpointNet, TaylorLagrange, fit_midpoint, taylor_lagrange_step, train_alternating

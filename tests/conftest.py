@@ -14,6 +14,15 @@ requires_cuda = pytest.mark.skipif(not CUDA_AVAILABLE, reason="needs a CUDA GPU"
 DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The tests solve small problems, where intra-op threads only add contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same random state, so its data does not depend on test order."""

@@ -1,0 +1,212 @@
+"""pyjode.sdeint: fixed-step SDE solves with direct or exact reversible gradients."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from .brownian import BrownianPath
+from .grid import dyadic_step_grid, increment_chunks, step_grid
+from .methods import EULER, HEUN, MIDPOINT, MILSTEIN, SDEMethod
+from .noise_types import (check_sde, diffusion_axpy, diffusion_cotangent, diffusion_product,
+                          noise_shape)
+from . import reversible_heun
+
+METHODS: dict[str, SDEMethod] = {m.name: m for m in
+                                 (EULER, MILSTEIN, HEUN, MIDPOINT, reversible_heun.REVERSIBLE_HEUN)}
+ADJOINTS = ("direct", "reversible")
+
+
+def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method: str = "heun",
+           dt: float, bm=None, adjoint: str = "direct",
+           adjoint_params: Sequence[torch.Tensor] | None = None, stats=None) -> torch.Tensor:
+    """Solve dy = f(t, y) dt + g(t, y) dW on the times `t` with a fixed step `dt`.
+
+    `sde` follows torchsde: methods f(t, y), g(t, y) (optionally f_and_g), and attributes
+    `noise_type` ("diagonal" "scalar" "additive" "general") and `sde_type` ("ito"
+    "stratonovich"). Methods: "euler" and "milstein" (Itô), "heun", "midpoint" and
+    "reversible_heun" (Stratonovich); additive noise fits all of them. `bm` is a
+    `BrownianPath` (or any object with torchsde's bm(ta, tb)) covering [t[0], t[-1]]; by default
+    a fresh path is seeded from torch's global generator. Steps end exactly on every output
+    time; between outputs they lie on the path's dyadic grid of spacing <= dt (exactly dt when
+    bm is None), or are equal steps <= dt for other Brownian objects. adjoint="reversible" (with
+    method="reversible_heun") gives exact gradients of the discrete solution in O(1) memory in
+    the number of steps. `stats` (e.g. pyjode.Stats()) receives nfe_forward, steps_forward and,
+    after backward, nfe_backward, steps_backward; one nfe is one evaluation of (f, g).
+
+    Returns a tensor of shape (len(t), *y0.shape).
+    """
+    where = "sdeint"
+    noise_type, sde_type = check_sde(sde, where)
+    scheme = _check_method(method, adjoint, noise_type, sde_type)
+    y0 = _check_y0(y0)
+    t_host = _check_times(t)
+    dt = _check_dt(dt)
+    f_and_g = _f_and_g(sde)
+    with torch.no_grad():
+        f0, g0 = f_and_g(t_host[0].to(device=y0.device, dtype=y0.dtype), y0)
+    _check_outputs(f0, g0, y0)
+    shape = noise_shape(noise_type, y0, g0, where)
+    bm, grid, out_index = _path_and_grid(bm, shape, t_host, dt, y0)
+    times = grid.to(device=y0.device, dtype=y0.dtype).unbind(0)
+    hs = grid.diff().tolist()
+    product = diffusion_product(noise_type)
+    is_output = [False] * len(grid)
+    for i in out_index:
+        is_output[i] = True
+
+    n_steps = len(grid) - 1
+    if stats is not None:
+        # The validation call, the steps, and reversible Heun's evaluation at the initial state.
+        initial = 1 + (scheme is reversible_heun.REVERSIBLE_HEUN)
+        reversible_heun._set(stats, "nfe_forward", initial + scheme.evals_per_step * n_steps)
+        reversible_heun._set(stats, "steps_forward", n_steps)
+
+    if adjoint == "reversible":
+        params = _adjoint_params(sde, adjoint_params)
+        problem = reversible_heun._Problem(f_and_g, product, diffusion_axpy(noise_type),
+                                           diffusion_cotangent(noise_type),
+                                           times, hs, grid, bm, out_index, stats)
+        ys = reversible_heun.ReversibleHeunAdjoint.apply(problem, y0, *params)
+    else:
+        increments = increment_chunks(bm, grid, y0.dtype, y0.device)
+        if scheme is reversible_heun.REVERSIBLE_HEUN:
+            out, _, _ = reversible_heun.solve(f_and_g, diffusion_axpy(noise_type), times, hs,
+                                              increments, y0, is_output)
+        else:
+            step = scheme.make_step(sde, f_and_g, product, noise_type)
+            out = _solve(step, times, hs, increments, y0, is_output)
+        ys = torch.stack(out)
+    _check_finite(ys, t_host)
+    return ys
+
+
+def _solve(step, times, hs, increments, y0, is_output) -> list[torch.Tensor]:
+    y, out = y0, [y0]
+    for k0, dws in increments:
+        for j, dw in enumerate(dws):
+            k = k0 + j
+            y = step(times[k], times[k + 1], hs[k], y, dw)
+            if is_output[k + 1]:
+                out.append(y)
+    return out
+
+
+def _f_and_g(sde):
+    if callable(getattr(sde, "f_and_g", None)):
+        return sde.f_and_g
+    f, g = sde.f, sde.g
+    return lambda t, y: (f(t, y), g(t, y))
+
+
+def _fits(m: SDEMethod, noise_type: str, sde_type: str) -> bool:
+    # With additive noise the Itô and Stratonovich integrals agree, so every method fits.
+    calculus_ok = m.sde_type == sde_type or noise_type == "additive"
+    return calculus_ok and noise_type in m.noise_types
+
+
+def _check_method(method, adjoint, noise_type, sde_type) -> SDEMethod:
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"sdeint: unknown method {method!r}; choose one of {list(METHODS)}.")
+    scheme = METHODS[method]
+    if not _fits(scheme, noise_type, sde_type):
+        fitting = [m for m, s in METHODS.items() if _fits(s, noise_type, sde_type)]
+        raise ValueError(
+            f"sdeint: method {method!r} solves {scheme.sde_type} SDEs with "
+            f"{'/'.join(scheme.noise_types)} noise, but the sde is {sde_type} with {noise_type} "
+            f"noise; methods that fit: {fitting}.")
+    if adjoint not in ADJOINTS:
+        raise ValueError(f"sdeint: unknown adjoint {adjoint!r}; choose one of {list(ADJOINTS)}.")
+    if adjoint == "reversible" and scheme is not reversible_heun.REVERSIBLE_HEUN:
+        raise ValueError(f"sdeint: adjoint='reversible' needs method='reversible_heun' "
+                         f"(algebraically reversible); got method={method!r}. Use "
+                         "adjoint='direct' with this method.")
+    return scheme
+
+
+def _check_y0(y0) -> torch.Tensor:
+    if not isinstance(y0, torch.Tensor):
+        raise TypeError(f"sdeint: y0 must be a torch.Tensor, got {type(y0).__name__}.")
+    if not y0.is_floating_point():
+        raise TypeError(f"sdeint: y0 must have a floating dtype, got {y0.dtype}.")
+    return y0
+
+
+def _check_times(t) -> torch.Tensor:
+    t_host = torch.as_tensor(t).detach().to("cpu", torch.float64)
+    if t_host.dim() != 1 or len(t_host) < 2:
+        raise ValueError(f"sdeint: t must be 1-D with at least 2 times, got shape {tuple(t_host.shape)}.")
+    if not bool(torch.isfinite(t_host).all()) or not bool((t_host.diff() > 0).all()):
+        raise ValueError("sdeint: t must be finite and strictly increasing.")
+    return t_host
+
+
+def _check_dt(dt) -> float:
+    try:
+        dt = float(dt)
+    except (TypeError, ValueError):
+        raise TypeError(f"sdeint: dt must be a positive number, got {dt!r}.") from None
+    if not (math.isfinite(dt) and dt > 0):
+        raise ValueError(f"sdeint: dt must be a positive number, got {dt}.")
+    return dt
+
+
+def _check_outputs(f0, g0, y0) -> None:
+    for name, out in (("f", f0), ("g", g0)):
+        if not isinstance(out, torch.Tensor) or out.dtype != y0.dtype or out.device != y0.device:
+            raise TypeError(f"sdeint: sde.{name}(t, y) must return a tensor with y's dtype "
+                            f"{y0.dtype} and device {y0.device}.")
+    if f0.shape != y0.shape:
+        raise ValueError(f"sdeint: sde.f(t, y) returned shape {tuple(f0.shape)}; it must match "
+                         f"y0's shape {tuple(y0.shape)}.")
+
+
+def _path_and_grid(bm, shape, t_host, dt, y0):
+    """The Brownian motion and the step grid that suits it (see `grid`)."""
+    t0, t1 = t_host[0].item(), t_host[-1].item()
+    if bm is None:
+        # A tree whose level-L spacing is exactly dt, so steps that are multiples of dt are cheap.
+        level = max(0, math.ceil(math.log2((t1 - t0) / dt) - 1e-9))
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+        bm = BrownianPath(t0, t0 + dt * (1 << level), shape, seed=seed, dtype=y0.dtype,
+                          device=y0.device, depth=min(60, max(32, level + 16)))
+        grid, out_index = dyadic_step_grid(t_host, t0, dt)
+        return bm, grid, out_index
+    _check_bm(bm, shape, t0, t1)
+    if isinstance(bm, BrownianPath):
+        grid, out_index = dyadic_step_grid(t_host, bm.t0, bm.dyadic_spacing(dt))
+    else:
+        grid, out_index = step_grid(t_host, dt)
+    return bm, grid, out_index
+
+
+def _check_bm(bm, shape, t0, t1) -> None:
+    if not callable(bm):
+        raise TypeError("sdeint: bm must be a BrownianPath or a callable bm(ta, tb).")
+    bm_shape = getattr(bm, "shape", None)
+    if bm_shape is not None and torch.Size(bm_shape) != shape:
+        raise ValueError(f"sdeint: bm has shape {tuple(bm_shape)} but this sde's noise needs "
+                         f"{tuple(shape)}.")
+    lo, hi = getattr(bm, "t0", None), getattr(bm, "t1", None)
+    if lo is not None and hi is not None:
+        slack = 1e-12 * (float(hi) - float(lo))
+        if t0 < float(lo) - slack or t1 > float(hi) + slack:
+            raise ValueError(f"sdeint: bm covers [{float(lo)}, {float(hi)}] but the solve needs "
+                             f"[{t0}, {t1}]; build the path over the whole time span.")
+
+
+def _adjoint_params(sde, adjoint_params) -> list[torch.Tensor]:
+    if adjoint_params is None:
+        params = sde.parameters() if isinstance(sde, torch.nn.Module) else ()
+    else:
+        params = adjoint_params
+    return [p for p in params if isinstance(p, torch.Tensor) and p.requires_grad]
+
+
+def _check_finite(ys: torch.Tensor, t_host: torch.Tensor) -> None:
+    finite = torch.isfinite(ys.detach()).reshape(len(ys), -1).all(dim=1)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0, 0])
+        raise RuntimeError(f"sdeint: the solution became NaN/inf by t={t_host[first].item()}; "
+                           "try a smaller dt, a more stable method, or check the sde's f and g.")

@@ -1,0 +1,64 @@
+"""Wong–Zakai training of an SDE through an ODE (Wong & Zakai 1965; Norcliffe & Deisenroth 2023).
+
+    F(t, y) = f̃(t, y) + g(t, y)·dW̃/dt,
+
+where W̃ is a smooth approximation of Brownian motion (`smooth_noise`). As W̃ → W the ODE's
+solution converges to the Stratonovich SDE dy = f̃ dt + g∘dW. For an Itô SDE, f̃ is the
+Stratonovich drift f − ½ (∂g/∂y)·g (diagonal or scalar noise; additive noise needs no
+correction). F is an nn.Module whose parameters are the SDE's own, so training F with
+pyjode.odeint (any adjoint, e.g. "quadrature") trains the SDE, and sdeint(sde, ...) samples it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .noise_types import check_sde, diffusion_and_jvp, diffusion_product
+from .smooth_noise import CosineNoise
+
+
+class WongZakai(nn.Module):
+    """The Wong–Zakai vector field of `sde` driven by `noise`.
+
+    `noise` is a `CosineNoise` or `PiecewiseLinearNoise`; if omitted, a `CosineNoise(t0, t1,
+    shape, n_terms, seed)` is built, with `shape` the Brownian motion's shape (y's shape for
+    diagonal noise, (*batch, m) otherwise). Call `resample()` before each training step for a
+    fresh path; within one solve the path is fixed.
+    """
+
+    def __init__(self, sde, noise: nn.Module | None = None, *, t0: float | None = None,
+                 t1: float | None = None, shape: Sequence[int] | None = None, n_terms: int = 10,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.noise_type, self.sde_type = check_sde(sde, "WongZakai")
+        if self.sde_type == "ito" and self.noise_type == "general":
+            raise ValueError("WongZakai: an Itô SDE with general noise has no built-in "
+                             "Itô–Stratonovich drift correction; write the SDE in Stratonovich "
+                             "form (sde_type='stratonovich') with the corrected drift.")
+        if noise is None:
+            if t0 is None or t1 is None or shape is None:
+                raise ValueError("WongZakai: pass noise=..., or t0, t1 and shape for the default "
+                                 "CosineNoise.")
+            noise = CosineNoise(t0, t1, shape, n_terms=n_terms, seed=seed)
+        if not all(callable(getattr(noise, name, None)) for name in ("rate", "resample")):
+            raise TypeError("WongZakai: noise must provide rate(t) and resample() "
+                            "(CosineNoise or PiecewiseLinearNoise).")
+        self.sde = sde
+        self.noise = noise
+        self._product = diffusion_product(self.noise_type)
+        self._correct = self.sde_type == "ito" and self.noise_type in ("diagonal", "scalar")
+
+    def resample(self) -> "WongZakai":
+        self.noise.resample()
+        return self
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        f = self.sde.f(t, y)
+        rate = self.noise.rate(t).to(y.dtype)
+        if not self._correct:
+            return f + self._product(self.sde.g(t, y), rate)
+        g, g_dg = diffusion_and_jvp(self.sde, t, y, self.noise_type)
+        drift = f - 0.5 * (g_dg[..., 0] if self.noise_type == "scalar" else g_dg)
+        return drift + self._product(g, rate)
