@@ -123,12 +123,7 @@ def integrate(
 def _fixed_loop(field, y0, ts, stepper: RungeKutta, step_size, max_steps, counter, on_step, time):
     if step_size is None:
         raise ValueError(f"method={stepper.tableau.name!r} is a fixed-step method: pass step_size=...")
-    n_steps = [max(1, math.ceil(abs(b - a) / step_size - 1e-9)) for a, b in zip(ts[:-1], ts[1:])]
-    if max_steps is not None and sum(n_steps) > max_steps:
-        raise RuntimeError(
-            f"max_steps={max_steps} is too small: step_size={step_size} needs {sum(n_steps)} steps from "
-            f"t={ts[0]:.6g} to t={ts[-1]:.6g}; raise max_steps or increase step_size"
-        )
+    n_steps = fixed_step_counts(ts, step_size, max_steps)
     f0 = field(time(ts[0]), y0)
     check_field_output(f0, y0)
     ys, y = [y0], y0
@@ -146,6 +141,34 @@ def _fixed_loop(field, y0, ts, stepper: RungeKutta, step_size, max_steps, counte
         ys.append(y)
     check_finite_outputs(ys, ts, step_size)
     return ys
+
+
+def fixed_step_counts(ts: Sequence[float], step_size: float, max_steps: Optional[int]) -> List[int]:
+    """Equal steps per output interval, none longer than ``step_size``; raises if they exceed max_steps."""
+    n_steps = [max(1, math.ceil(abs(b - a) / step_size - 1e-9)) for a, b in zip(ts[:-1], ts[1:])]
+    if max_steps is not None and sum(n_steps) > max_steps:
+        raise RuntimeError(
+            f"max_steps={max_steps} is too small: step_size={step_size} needs {sum(n_steps)} steps from "
+            f"t={ts[0]:.6g} to t={ts[-1]:.6g}; raise max_steps or increase step_size"
+        )
+    return n_steps
+
+
+def check_progress(h: float, t: float, t_end: float, eps: float, attempts: int, max_steps: int, counter: Counter,
+                   last_bad: bool) -> None:
+    """The adaptive loops' guards: a step size that underflowed, or max_steps attempts used up."""
+    if h <= 4 * eps * max(1.0, abs(t)):
+        what = "the vector field kept returning NaN or inf" if last_bad else "the error estimate kept failing"
+        raise RuntimeError(
+            f"step size underflowed ({h:.3g}) at t={t:.6g}: {what}; the problem may be stiff or "
+            f"singular there. Try looser rtol/atol, a different method, float64, or check the vector field"
+        )
+    if attempts >= max_steps:
+        raise RuntimeError(
+            f"max_steps={max_steps} reached at t={t:.6g} before t={t_end:.6g} "
+            f"({counter.steps} accepted, {counter.rejected} rejected steps); raise max_steps, loosen "
+            f"rtol/atol, or check whether the problem is stiff"
+        )
 
 
 def check_finite_outputs(ys, ts, step_size):
@@ -187,18 +210,7 @@ def _adaptive_loop(field, y0, ts, stepper: RungeKutta, rtol, atol, first_step, m
         if h >= 0.99 * remaining:
             # stretch a step that would leave a sliver, rather than take a sliver step next
             h = remaining
-        if h <= 4 * eps * max(1.0, abs(t)):
-            what = "the vector field kept returning NaN or inf" if last_bad else "the error estimate kept failing"
-            raise RuntimeError(
-                f"step size underflowed ({h:.3g}) at t={t:.6g}: {what}; the problem may be stiff or "
-                f"singular there. Try looser rtol/atol, a different method, float64, or check the vector field"
-            )
-        if attempts >= max_steps:
-            raise RuntimeError(
-                f"max_steps={max_steps} reached at t={t:.6g} before t={t_end:.6g} "
-                f"({counter.steps} accepted, {counter.rejected} rejected steps); raise max_steps, loosen "
-                f"rtol/atol, or check whether the problem is stiff"
-            )
+        check_progress(h, t, t_end, eps, attempts, max_steps, counter, last_bad)
         attempts += 1
         hs = direction * h
         y1, K = stepper.step(field, t, hs, y, f, time)

@@ -27,7 +27,8 @@ from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 
-from .integrate import DEFAULT_MAX_STEPS, Counter, check_finite_outputs, check_field_output, CountingField, time_maker
+from .integrate import (DEFAULT_MAX_STEPS, Counter, CountingField, check_field_output, check_finite_outputs,
+                        check_progress, fixed_step_counts, time_maker)
 from .norms import rms_norm
 from .runge_kutta import RungeKutta
 from .step_size import PIController, initial_step_size
@@ -206,12 +207,7 @@ class Reversible:
     def _fixed_loop(self, field, steps, y0, ts, step_size, max_steps, counter, on_step, time):
         if step_size is None:
             raise ValueError(f"{self!r} wraps the fixed-step method {self.tableau.name!r}: pass step_size=...")
-        n_steps = [max(1, math.ceil(abs(b - a) / step_size - 1e-9)) for a, b in zip(ts[:-1], ts[1:])]
-        if max_steps is not None and sum(n_steps) > max_steps:
-            raise RuntimeError(
-                f"max_steps={max_steps} is too small: step_size={step_size} needs {sum(n_steps)} steps from "
-                f"t={ts[0]:.6g} to t={ts[-1]:.6g}; raise max_steps or increase step_size"
-            )
+        n_steps = fixed_step_counts(ts, step_size, max_steps)
         y = z = y0
         ys, times, output_steps = [y0], array("d", ts[:1]), [0]
         for (ta, tb), n in zip(zip(ts[:-1], ts[1:]), n_steps):
@@ -254,18 +250,7 @@ class Reversible:
         targets = sorted(set(ts[1:]) | set(inside), key=lambda s: (s - ts[0]) * direction)
         outputs, target_idx = set(ts[1:]), 0
         while idx < len(ts):
-            if h <= 4 * eps * max(1.0, abs(t)):
-                what = "the vector field kept returning NaN or inf" if last_bad else "the error estimate kept failing"
-                raise RuntimeError(
-                    f"step size underflowed ({h:.3g}) at t={t:.6g}: {what}; the problem may be stiff or singular "
-                    f"there. Try looser rtol/atol, a lower coupling, float64, or check the vector field"
-                )
-            if attempts >= max_steps:
-                raise RuntimeError(
-                    f"max_steps={max_steps} reached at t={t:.6g} before t={t_end:.6g} ({counter.steps} accepted, "
-                    f"{counter.rejected} rejected steps); raise max_steps, loosen rtol/atol, or check whether the "
-                    f"problem is stiff"
-                )
+            check_progress(h, t, t_end, eps, attempts, max_steps, counter, last_bad)
             attempts += 1
             # Land on the next target; stretch a step that would leave a sliver before it, rather than take
             # the sliver next.
