@@ -16,3 +16,33 @@ from .taylor_lagrange import MidpointNet, TaylorLagrange, fit_midpoint, taylor_l
 from .taylor_mode import taylor_coefficients
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Backsolve",
+    "BrownianPath",
+    "ButcherTableau",
+    "CosineNoise",
+    "Direct",
+    "fit_midpoint",
+    "julia_available",
+    "JuliaUnavailableError",
+    "JuliaUnsupportedError",
+    "max_norm",
+    "MidpointNet",
+    "NeuralODE",
+    "odeint",
+    "PartsNorm",
+    "PiecewiseLinearNoise",
+    "Quadrature",
+    "Reversible",
+    "ReversibleAdjoint",
+    "ReversibleStabilityWarning",
+    "rms_norm",
+    "sdeint",
+    "Stats",
+    "taylor_coefficients",
+    "taylor_lagrange_step",
+    "TaylorLagrange",
+    "train_alternating",
+    "WongZakai",
+]

@@ -11,7 +11,6 @@ whenever the output times lie on the step grid.
 from __future__ import annotations
 
 from fractions import Fraction as F
-from typing import Optional
 
 import torch
 

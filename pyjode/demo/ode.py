@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import median
 
 import torch
 from torch import nn
@@ -82,11 +83,6 @@ def train(kwargs, t, y, n_iter, seed=0):
     return func, times, losses, stats
 
 
-def _median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
-
-
 def peak_memory_mb(label: str) -> float:
     """Peak RSS growth of one gradient (batch 512, 40 output times) in a fresh Python process (Linux)."""
     if not Path("/proc/self/clear_refs").exists():
@@ -127,7 +123,7 @@ def run(out_dir: Path, quick: bool = False) -> None:
         func, times, losses, stats = train(kwargs, t, y, n_iter)
         with torch.no_grad():
             fits[label] = pyjode.odeint(func, y[:1], t, **SOLVER)[:, 0]
-        rows.append((label, 1e3 * _median(times), stats.nfe_forward / n_iter, stats.nfe_backward / n_iter,
+        rows.append((label, 1e3 * median(times), stats.nfe_forward / n_iter, stats.nfe_backward / n_iter,
                      sum(losses[-10:]) / 10, peak_memory_mb(label)))
     print(f"{n_iter} iterations each, dopri5 rtol={SOLVER['rtol']} atol={SOLVER['atol']}, batch 16 x 10 times")
     print(f"| {'method':<22} | ms/iter | fwd NFE/iter | bwd NFE/iter | final loss | peak MB (1 grad, batch 512) |")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from statistics import median
 
 import torch
 from torch import nn
@@ -99,21 +100,7 @@ def gradient_gap(t, y0, target) -> float:
     return max(((a - b).norm() / b.norm()).item() for a, b in zip(*grads))
 
 
-def _median(xs):
-    return sorted(xs)[len(xs) // 2]
-
-
 def run(out_dir: Path, quick: bool = False) -> None:
-    # One thread: the fields here are small, and a second OpenMP thread only spins on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _run(out_dir, quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run(out_dir: Path, quick: bool) -> None:
     t, y0, target = make_data()
     n_iter = 10 if quick else 40
     rows, curves, fits = [], {}, {}
@@ -122,7 +109,7 @@ def _run(out_dir: Path, quick: bool) -> None:
         curves[label] = losses
         with torch.no_grad():
             fits[label] = pyjode.odeint(func, y0[:1], FINE_T, method="rk4", step_size=STEP)[:, 0]
-        rows.append((label, 1e3 * _median(times), stats.nfe_forward / n_iter, stats.nfe_backward / n_iter,
+        rows.append((label, 1e3 * median(times), stats.nfe_forward / n_iter, stats.nfe_backward / n_iter,
                      sum(losses[-5:]) / 5))
     gap = gradient_gap(t, y0, target)
     n_steps = round(T_END / STEP)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from statistics import median
 
 import torch
 from torch import nn
@@ -148,22 +149,7 @@ def _progress(it, enabled):
     return tqdm(it, leave=False, ncols=80)
 
 
-def _median(xs):
-    return sorted(xs)[len(xs) // 2]
-
-
 def run(out_dir: Path, quick: bool = False) -> None:
-    # Small tensors: one thread avoids the contention that makes two threads many times slower
-    # on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _run(out_dir, quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run(out_dir: Path, quick: bool) -> None:
     n_iter = 10 if quick else 40
     width = 20
     torch.manual_seed(0)
@@ -175,7 +161,7 @@ def _run(out_dir: Path, quick: bool) -> None:
     print("| model | time/iter (s) | train KL (last 10 it.) | KL of sdeint samples |")
     print("|---|---|---|---|")
     print(f"| untrained | - | - | {untrained:.3f} |")
-    print(f"| trained through Wong–Zakai | {_median(seconds):.3f} | "
+    print(f"| trained through Wong–Zakai | {median(seconds):.3f} | "
           f"{sum(losses[-10:]) / 10:.3f} | {trained:.3f} |")
     _plot(sde, out_dir / "sde_ou.png")
 
