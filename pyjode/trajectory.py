@@ -53,7 +53,7 @@ class TrajectoryRecorder:
             h = torch.tensor(self.h, **opts).view(-1, 1)
             slope = (torch.stack(y_ends) - torch.stack(self.y0)) / h
             K = torch.cat([K, slope.unsqueeze(1)], dim=1)
-            P = _hermite_pseudo_interp()
+            P = hermite_pseudo_interp()
         else:
             K = torch.stack(self.K)
             P = tab.interp
@@ -61,7 +61,8 @@ class TrajectoryRecorder:
                                torch.stack(self.y0), K, torch.as_tensor(P, **opts), y_end.shape)
 
 
-def _hermite_pseudo_interp():
+def hermite_pseudo_interp():
+    """Cubic Hermite dense output over the pseudo-stages (f0, f1, (y1 - y0)/h), in stage form."""
     import numpy as np
 
     # _hermite_interp(b, first, last) writes y(θ) = y0 + h Σ P_i(θ) k_i with y1 - y0 = h Σ b_i k_i. With the

@@ -16,7 +16,7 @@ import torch
 from ..integrate import Counter
 from ..norms import PartsNorm
 from ..tableau import ButcherTableau
-from ..trajectory import TrajectoryRecorder
+from ..trajectory import TrajectoryRecorder, hermite_pseudo_interp
 from .base import SolveSpec, run_method
 from .continuous import ContinuousAdjoint, ForwardRecord, interval_pairs, state_vjp_field, weighted_param_vjp
 
@@ -159,10 +159,7 @@ class _NodeCollector:
         if tableau.interp is not None:
             P = tableau.interp
         else:
-            from ..tableau import _hermite_interp
-
-            # pseudo-stages (f0, f1, (s1 - s0)/h), as in pyjode.trajectory
-            P = _hermite_interp(np.array([0.0, 0.0, 1.0]), first=0, last=1)
+            P = hermite_pseudo_interp()  # pseudo-stages (f0, f1, (s1 - s0)/h)
         powers = thetas[:, None] ** np.arange(1, P.shape[1] + 1)[None, :]
         self.Wd = torch.as_tensor(powers @ P.T, **opts)  # (m, stages)
         self.hermite = tableau.interp is None
