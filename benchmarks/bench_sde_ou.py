@@ -6,7 +6,7 @@ two hidden Softplus layers of width W) from the same initial weights on the same
 (8 initial conditions x 32 paths) with Adam (lr 1e-2) for the same number of iterations. The
 loss is the KL between the Gaussian fitted to each initial condition's paths and the exact OU
 marginal, averaged over the 100 times after t = 0. Methods:
-- Wong–Zakai ODE (K = 10 cosine terms, resampled per iteration), dopri5 rtol = atol = 1e-3, with
+- Wong–Zakai ODE (K = 10 cosine terms by default, `--n-terms`; resampled per iteration), dopri5 rtol = atol = 1e-3, with
   pyjode's quadrature adjoint (the paper's method) and with direct backprop;
 - torchsde.sdeint, reversible Heun, dt = 0.01, direct backprop (the paper's "sde_direct");
 - torchsde.sdeint_adjoint, reversible Heun with adjoint_reversible_heun, dt = 0.01;
@@ -30,11 +30,12 @@ from pyjode.demo import sde as ou
 from pyjode.sde import WongZakai, sdeint
 
 GROUPS, PER_GROUP, LR, DT = 8, 32, 1e-2, 0.01
+N_TERMS = 10  # cosine terms K of the Wong–Zakai noise (the paper's OU setting); --n-terms changes it
 
 
 def _wong_zakai(adjoint):
     def make(sde):
-        field = WongZakai(sde, t0=0.0, t1=ou.T_END, shape=(GROUPS * PER_GROUP, 1), n_terms=10)
+        field = WongZakai(sde, t0=0.0, t1=ou.T_END, shape=(GROUPS * PER_GROUP, 1), n_terms=N_TERMS)
         t = ou.times().float()
 
         def paths(y0):
@@ -115,12 +116,15 @@ def main(argv=None) -> None:
     parser.add_argument("--iters", type=int, default=None)
     parser.add_argument("--widths", type=int, nargs="*", default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--n-terms", type=int, default=N_TERMS, help="cosine terms K of the Wong–Zakai noise")
     args = parser.parse_args(argv)
+    global N_TERMS
+    N_TERMS = args.n_terms
     torch.set_num_threads(args.threads)
     n_iter = args.iters or (10 if args.quick else 100)
     widths = args.widths or ([20] if args.quick else [5, 20, 50])
     print(f"torch {torch.__version__}, threads {args.threads}, {n_iter} iterations, "
-          f"batch {GROUPS} x {PER_GROUP} paths, lr {LR}")
+          f"batch {GROUPS} x {PER_GROUP} paths, lr {LR}, Wong–Zakai K = {N_TERMS}")
     print("| width | method | time/iter (s) | ratio to WZ+quadrature | train KL (last 10) "
           "| eval KL |")
     print("|---|---|---|---|---|---|")
