@@ -111,6 +111,7 @@ def train_interleaved(width: int, n_iter: int) -> dict[str, Trainer]:
 
 
 def main(argv=None) -> None:
+    global N_TERMS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--iters", type=int, default=None)
@@ -118,7 +119,6 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-terms", type=int, default=N_TERMS, help="cosine terms K of the Wong–Zakai noise")
     args = parser.parse_args(argv)
-    global N_TERMS
     N_TERMS = args.n_terms
     torch.set_num_threads(args.threads)
     n_iter = args.iters or (10 if args.quick else 100)
