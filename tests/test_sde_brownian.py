@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pyjode.sde import BrownianPath
-from pyjode.sde.counter_rng import keyed_normals, node_keys, stream_key
+from pyjode.sde.keyed_rng import keyed_normals, node_keys, stream_key
 
 def test_queries_are_consistent_in_any_order():
     bm = BrownianPath(0.0, 2.0, (3, 4), seed=7, dtype=torch.float64)
@@ -79,7 +79,7 @@ def test_dtype_shape_and_errors():
         BrownianPath(0.0, 1.0, (2,), dtype=torch.int64)
 
 
-def test_counter_rng_statistics_and_paths_agree():
+def test_keyed_rng_statistics_and_paths_agree():
     key = stream_key(11, 5)
     index = torch.arange(3, dtype=torch.int64) * 977 + (1 << 33)
     # The scalar (Python int) and tensor code paths hash identically.

@@ -1,10 +1,10 @@
-"""Replayable Brownian motion: a Brownian tree over dyadic points with counter-based noise.
+"""Replayable Brownian motion: a Brownian tree over dyadic points with keyed noise.
 
 The path lives on [t0, t1]. W(t0) = 0, W(t1) ~ N(0, t1 - t0), and the value at the midpoint of
 every dyadic interval [a, b] is drawn from the Brownian bridge,
     W((a+b)/2) = (W(a) + W(b)) / 2 + sqrt((b - a) / 4) * xi(node),
 (Levy's construction; the Brownian tree of Gaines & Lyons 1997 and torchsde's BrownianTree).
-xi(node) is keyed by (seed, level, index) through `counter_rng`, so every value is a pure
+xi(node) is keyed by (seed, level, index) through `keyed_rng`, so every value is a pure
 function of its node: queries in any order, repeated or overlapping, give the same path, the
 backward pass of a reversible solver replays the forward noise exactly, and no state grows with
 the number of queries (there is nothing to cache).
@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from .counter_rng import keyed_normals, node_keys, stream_key
+from .keyed_rng import keyed_normals, node_keys, stream_key
 
 _ROOT_STREAM = 0
 

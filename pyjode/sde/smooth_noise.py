@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from .brownian import BrownianPath
-from .counter_rng import keyed_normals, node_keys, stream_key
+from .keyed_rng import keyed_normals, node_keys, stream_key
 
-# Streams of the counter RNG used by CosineNoise draws; far from BrownianPath's level streams.
+# Streams of the keyed RNG used by CosineNoise draws; far from BrownianPath's level streams.
 _COSINE_STREAM = 1 << 20
 
 
