@@ -15,7 +15,7 @@ Quality is scored identically for all: the trained parameters go into pyjode.sde
 "reversible_heun", dt=0.01) on 20 held-out initial conditions x 100 paths, and the same KL is
 computed against the exact process ("eval KL"; lower is better).
 
-    python -m benchmarks.bench_sde_ou [--quick] [--iters N] [--widths 5 20] [--threads N]
+    python -m benchmarks.bench_sde_ou [--quick] [--iters N] [--widths 5 20] [--threads N] [--n-terms K] [--seeds S]
 """
 from __future__ import annotations
 
@@ -99,9 +99,9 @@ class Trainer:
         self.losses.append(loss.item())
 
 
-def train_interleaved(width: int, n_iter: int) -> dict[str, Trainer]:
+def train_interleaved(width: int, n_iter: int, seed: int = 0) -> dict[str, Trainer]:
     """All methods advance in lockstep, in a rotating order, so machine noise hits them alike."""
-    trainers = {name: Trainer(make, width) for name, make in METHODS.items()}
+    trainers = {name: Trainer(make, width, seed) for name, make in METHODS.items()}
     names = list(trainers)
     for i in range(n_iter):
         shift = i % len(names)
@@ -118,6 +118,9 @@ def main(argv=None) -> None:
     parser.add_argument("--widths", type=int, nargs="*", default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-terms", type=int, default=N_TERMS, help="cosine terms K of the Wong–Zakai noise")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="independent runs (initial weights and batches) per width; with more than one, "
+                             "KLs are reported as mean ± standard deviation over the runs")
     args = parser.parse_args(argv)
     N_TERMS = args.n_terms
     torch.set_num_threads(args.threads)
@@ -129,14 +132,24 @@ def main(argv=None) -> None:
           "| eval KL |")
     print("|---|---|---|---|---|---|")
     for width in widths:
-        trainers = train_interleaved(width, n_iter)
-        base = statistics.median(next(iter(trainers.values())).seconds)
-        for name, tr in trainers.items():
-            per_iter = statistics.median(tr.seconds)
-            tail = tr.losses[-10:]
+        seconds, train_kl, eval_kl = {}, {}, {}
+        for seed in range(args.seeds):
+            for name, tr in train_interleaved(width, n_iter, seed).items():
+                seconds.setdefault(name, []).extend(tr.seconds)
+                tail = tr.losses[-10:]
+                train_kl.setdefault(name, []).append(sum(tail) / len(tail))
+                eval_kl.setdefault(name, []).append(ou.evaluate(tr.sde))
+        base = statistics.median(next(iter(seconds.values())))
+        for name in seconds:
+            per_iter = statistics.median(seconds[name])
             print(f"| {width} | {name} | {per_iter:.3f} | {per_iter / base:.2f} | "
-                  f"{sum(tail) / len(tail):.3f} | {ou.evaluate(tr.sde):.3f} |", flush=True)
+                  f"{_spread(train_kl[name])} | {_spread(eval_kl[name])} |", flush=True)
 
+
+def _spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 if __name__ == "__main__":
     main()
