@@ -19,6 +19,11 @@ def test_queries_are_consistent_in_any_order():
     torch.testing.assert_close(sum(forward), total, rtol=0, atol=1e-14)
     torch.testing.assert_close(bm(0.37, 1.5), bm(0.37, 1.1) + bm(1.1, 1.5), rtol=0, atol=1e-14)
     assert torch.equal(bm(1.1), bm(0.0, 1.1))
+    # values() answers in the order asked, repeated times included.
+    asked = [1.5, 0.37, 2.0, 0.37, 0.0]
+    w = bm.values(asked)
+    for k, tk in enumerate(asked):
+        assert torch.equal(w[k], bm(tk))
     # The vectorised query agrees with scalar ones, and a fresh object with the same seed replays.
     inc = bm.increments(torch.tensor(times, dtype=torch.float64))
     for k, a in enumerate(forward):

@@ -80,20 +80,21 @@ class BrownianPath:
 
     def values(self, times, dtype: torch.dtype | None = None) -> torch.Tensor:
         """W at each of `times` (1-D), shape (len(times), *shape)."""
-        pos = self._positions(times)
-        uniq, inverse = torch.unique(pos, sorted=True, return_inverse=True)
-        w = self._values_at(uniq)
-        if len(uniq) != len(pos):
-            w = w[inverse.to(w.device)]
-        return w.reshape(len(pos), *self.shape).to(self.dtype if dtype is None else dtype)
+        w = self._values_in_order(self._positions(times))
+        return w.reshape(-1, *self.shape).to(self.dtype if dtype is None else dtype)
 
     def increments(self, times, dtype: torch.dtype | None = None) -> torch.Tensor:
         """W(times[k+1]) - W(times[k]), shape (len(times) - 1, *shape)."""
-        pos = self._positions(times)
-        uniq, inverse = torch.unique(pos, sorted=True, return_inverse=True)
-        w = self._values_at(uniq)[inverse.to(self.device)]
-        dw = (w[1:] - w[:-1]).reshape(len(pos) - 1, *self.shape)
+        w = self._values_in_order(self._positions(times))
+        dw = (w[1:] - w[:-1]).reshape(-1, *self.shape)
         return dw.to(self.dtype if dtype is None else dtype)
+
+    def _values_in_order(self, pos: torch.Tensor) -> torch.Tensor:
+        """W at dyadic positions in the order given (a step grid is already sorted and distinct)."""
+        if len(pos) < 2 or bool((pos[1:] > pos[:-1]).all()):
+            return self._values_at(pos)
+        uniq, inverse = torch.unique(pos, sorted=True, return_inverse=True)
+        return self._values_at(uniq).index_select(0, inverse.to(self.device))
 
     def _positions(self, times) -> torch.Tensor:
         """Integer dyadic positions in [0, 2**depth] nearest to `times`."""
@@ -134,20 +135,21 @@ class BrownianPath:
             shift = depth - level - 1
             keys = node_keys(self._level_keys[level + 1], nodes, wide=level >= 32)
             xi = keyed_normals(keys, numel, work, device)
-            w_mid = 0.5 * (w_a + w_b) + (0.5 * math.sqrt(span / (1 << level))) * xi
+            w_mid = torch.add(w_a, w_b).mul_(0.5).add_(xi, alpha=0.5 * math.sqrt(span / (1 << level)))
             node_of_p = p >> (shift + 1)
             done = p == ((node_of_p << 1) + 1) << shift
             if bool(done.any()):
                 at = torch.searchsorted(nodes, node_of_p[done])
-                out[rows[done].to(device)] = w_mid[at.to(device)]
+                out.index_copy_(0, rows[done].to(device), w_mid.index_select(0, at.to(device)))
                 p, rows = p[~done], rows[~done]
                 if len(p) == 0:
                     break
             children = torch.unique_consecutive(p >> shift)
-            parent = torch.searchsorted(nodes, children >> 1).to(device)
-            right = (children & 1).to(torch.bool).to(device)[:, None]
-            w_a, w_b = (torch.where(right, w_mid[parent], w_a[parent]),
-                        torch.where(right, w_b[parent], w_mid[parent]))
+            # A left child spans (w_a, w_mid) of its parent, a right child (w_mid, w_b): two gathers
+            # from the parents' three values laid out as rows 3 * parent + {0, 1, 2}.
+            ends = torch.stack([w_a, w_mid, w_b], dim=1).view(-1, numel)
+            first = (torch.searchsorted(nodes, children >> 1) * 3 + (children & 1)).to(device)
+            w_a, w_b = ends.index_select(0, first), ends.index_select(0, first + 1)
             nodes = children
         return out
 
