@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 import pyjode.sde as psde
+from pyjode.sde.sdeint import METHODS
 
 from ._timing import interleaved
 
@@ -76,11 +77,40 @@ def _fns(sde, y0, t, method):
         loss(torchsde.sdeint_adjoint(sde, y0, t, method=method, dt=DT,
                                      adjoint_method="adjoint_reversible_heun")).backward()
 
-    rows = [("forward", ours_forward, theirs_forward), ("gradient, direct", ours_grad, theirs_grad)]
+    floor = _network_floor(sde, y0, method)
+    rows = [("forward", ours_forward, theirs_forward, floor(False)),
+            ("gradient, direct", ours_grad, theirs_grad, floor(True))]
     if method == "reversible_heun":
         rows.append(("gradient, reversible adjoint", lambda: ours_grad("reversible"),
-                     theirs_adjoint))
+                     theirs_adjoint, None))
     return rows
+
+
+def _network_floor(sde, y0, method):
+    """A lower bound for any library: the method's evaluations of f and g per step (and, for the
+    gradient, their backward passes), chained by the cheapest update y + h f + g dW with the noise
+    drawn beforehand. It leaves out the method's own arithmetic, the Brownian motion and every
+    solver overhead, so no implementation of the method can run faster."""
+    evals = METHODS[method].evals_per_step
+    steps = round(T_END / DT)
+    dws = torch.randn(steps, *y0.shape, generator=torch.Generator().manual_seed(0)) * DT ** 0.5
+
+    def run(grad: bool):
+        def chain():
+            y = y0
+            for k in range(steps):
+                for _ in range(evals):
+                    y = torch.addcmul(torch.add(y, sde.f(None, y), alpha=DT), sde.g(None, y), dws[k])
+            return y
+
+        def fn():
+            if grad:
+                chain().pow(2).sum().backward()
+            else:
+                with torch.no_grad():
+                    chain()
+        return fn
+    return run
 
 
 def main(argv=None) -> None:
@@ -97,19 +127,23 @@ def main(argv=None) -> None:
     t = torch.tensor([0.0, 0.5, T_END], dtype=torch.float64)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"threads {args.threads}, dt {DT}, t in [0, {T_END}], {repeats} repeats")
-    print("| batch | d | width | method | task | pyjode (ms) | torchsde (ms) | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| batch | d | width | method | task | pyjode (ms) | torchsde (ms) | ratio | floor ÷ torchsde |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for batch, dim, width in sizes:
         for method, sde_type in methods:
             torch.manual_seed(0)
             sde = NeuralSDE(dim, width, sde_type)
             y0 = torch.randn(batch, dim)
-            for task, ours, theirs in _fns(sde, y0, t, method):
-                times = interleaved({"pyjode": ours, "torchsde": theirs}, repeats=repeats)
+            for task, ours, theirs, floor in _fns(sde, y0, t, method):
+                fns = {"pyjode": ours, "torchsde": theirs}
+                if floor is not None:
+                    fns["floor"] = floor
+                times = interleaved(fns, repeats=repeats)
                 ratio = times["pyjode"] / times["torchsde"]
+                bound = f"{times['floor'] / times['torchsde']:.2f}" if floor is not None else "-"
                 print(f"| {batch} | {dim} | {width} | {method} | {task} | "
                       f"{1e3 * times['pyjode']:.1f} | {1e3 * times['torchsde']:.1f} | "
-                      f"{ratio:.2f} |", flush=True)
+                      f"{ratio:.2f} | {bound} |", flush=True)
 
 
 if __name__ == "__main__":
