@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+import pyjode
 from pyjode.sde import BrownianPath, sdeint
 
 class GBM(torch.nn.Module):
@@ -28,7 +29,7 @@ class GBM(torch.nn.Module):
 
 @pytest.mark.parametrize("sde_type,method,order", [
     ("ito", "euler", 0.5), ("ito", "milstein", 1.0), ("stratonovich", "heun", 1.0),
-    ("stratonovich", "midpoint", 1.0)])
+    ("stratonovich", "midpoint", 1.0), ("stratonovich", pyjode.Reversible("heun"), 1.0)])
 def test_strong_order_on_geometric_brownian_motion(sde_type, method, order):
     n = 2000
     bm = BrownianPath(0.0, 1.0, (n, 1), seed=5, dtype=torch.float64)

@@ -11,14 +11,14 @@ from .grid import dyadic_step_grid, increment_chunks, step_grid
 from .methods import EULER, HEUN, MIDPOINT, MILSTEIN, SDEMethod
 from .noise_types import (check_sde, diffusion_axpy, diffusion_cotangent, diffusion_product,
                           noise_shape)
-from . import reversible_heun
+from . import reversible_base, reversible_heun
 
 METHODS: dict[str, SDEMethod] = {m.name: m for m in
                                  (EULER, MILSTEIN, HEUN, MIDPOINT, reversible_heun.REVERSIBLE_HEUN)}
 ADJOINTS = ("direct", "reversible")
 
 
-def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method: str = "heun",
+def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method="heun",
            dt: float, bm=None, adjoint: str = "direct",
            adjoint_params: Sequence[torch.Tensor] | None = None, stats=None) -> torch.Tensor:
     """Solve dy = f(t, y) dt + g(t, y) dW on the times `t` with a fixed step `dt`.
@@ -26,20 +26,22 @@ def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method: 
     `sde` follows torchsde: methods f(t, y), g(t, y) (optionally f_and_g), and attributes
     `noise_type` ("diagonal" "scalar" "additive" "general") and `sde_type` ("ito"
     "stratonovich"). Methods: "euler" and "milstein" (Itô), "heun", "midpoint" and
-    "reversible_heun" (Stratonovich); additive noise fits all of them. `bm` is a
+    "reversible_heun" (Stratonovich); additive noise fits all of them; and
+    `pyjode.Reversible("heun")` or `pyjode.Reversible("midpoint")`, McCallum & Foster's
+    algebraically reversible wrapper over a Stratonovich base (two base steps per step). `bm` is a
     `BrownianPath` (or any object with torchsde's bm(ta, tb)) covering [t[0], t[-1]]; by default
     a fresh path is seeded from torch's global generator. Steps end exactly on every output
     time; between outputs they lie on the path's dyadic grid of spacing <= dt (exactly dt when
     bm is None), or are equal steps <= dt for other Brownian objects. adjoint="reversible" (with
-    method="reversible_heun") gives exact gradients of the discrete solution in O(1) memory in
-    the number of steps. `stats` (e.g. pyjode.Stats()) receives nfe_forward, steps_forward and,
+    method="reversible_heun" or a `pyjode.Reversible`) gives exact gradients of the discrete
+    solution in O(1) memory in the number of steps. `stats` (e.g. pyjode.Stats()) receives nfe_forward, steps_forward and,
     after backward, nfe_backward, steps_backward; one nfe is one evaluation of (f, g).
 
     Returns a tensor of shape (len(t), *y0.shape).
     """
     where = "sdeint"
     noise_type, sde_type = check_sde(sde, where)
-    scheme = _check_method(method, adjoint, noise_type, sde_type)
+    scheme, coupling = _check_method(method, adjoint, noise_type, sde_type)
     y0 = _check_y0(y0)
     t_host = _check_times(t)
     dt = _check_dt(dt)
@@ -57,13 +59,24 @@ def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method: 
         is_output[i] = True
 
     n_steps = len(grid) - 1
+    base_steps = 1 if coupling is None else 2
     if stats is not None:
         # The validation call, the steps, and reversible Heun's evaluation at the initial state.
         initial = 1 + (scheme is reversible_heun.REVERSIBLE_HEUN)
-        reversible_heun._set(stats, "nfe_forward", initial + scheme.evals_per_step * n_steps)
+        reversible_heun._set(stats, "nfe_forward", initial + base_steps * scheme.evals_per_step * n_steps)
         reversible_heun._set(stats, "steps_forward", n_steps)
 
-    if adjoint == "reversible":
+    if coupling is not None:
+        problem = reversible_base.Problem(scheme.make_step(sde, f_and_g, product, noise_type), times, hs,
+                                          grid, bm, out_index, is_output, coupling, scheme.evals_per_step,
+                                          stats)
+        if adjoint == "reversible":
+            ys = reversible_base.ReversibleStepAdjoint.apply(problem, y0, *_adjoint_params(sde, adjoint_params))
+        else:
+            increments = increment_chunks(bm, grid, y0.dtype, y0.device)
+            ys = torch.stack(reversible_base.solve(problem.step, times, hs, increments, y0, is_output,
+                                                   coupling)[0])
+    elif adjoint == "reversible":
         params = _adjoint_params(sde, adjoint_params)
         problem = reversible_heun._Problem(f_and_g, product, diffusion_axpy(noise_type),
                                            diffusion_cotangent(noise_type),
@@ -106,9 +119,22 @@ def _fits(m: SDEMethod, noise_type: str, sde_type: str) -> bool:
     return calculus_ok and noise_type in m.noise_types
 
 
-def _check_method(method, adjoint, noise_type, sde_type) -> SDEMethod:
+def _check_method(method, adjoint, noise_type, sde_type) -> tuple[SDEMethod, float | None]:
+    """The SDE method and, for a `pyjode.Reversible` wrapper, its coupling (else None)."""
+    from ..reversible import Reversible
+
+    coupling = None
+    if isinstance(method, Reversible):
+        bases = [m for m, s in METHODS.items()
+                 if s.sde_type == "stratonovich" and s is not reversible_heun.REVERSIBLE_HEUN]
+        name = method.tableau.name
+        if name not in bases:
+            raise ValueError(f"sdeint: pyjode.Reversible over SDEs needs a Stratonovich base method, one of "
+                             f"{bases}; got {method!r}. For an Itô SDE convert it to Stratonovich first.")
+        method, coupling = name, method.coupling
     if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"sdeint: unknown method {method!r}; choose one of {list(METHODS)}.")
+        raise ValueError(f"sdeint: unknown method {method!r}; choose one of {list(METHODS)} or "
+                         "pyjode.Reversible('heun').")
     scheme = METHODS[method]
     if not _fits(scheme, noise_type, sde_type):
         fitting = [m for m, s in METHODS.items() if _fits(s, noise_type, sde_type)]
@@ -118,11 +144,11 @@ def _check_method(method, adjoint, noise_type, sde_type) -> SDEMethod:
             f"noise; methods that fit: {fitting}.")
     if adjoint not in ADJOINTS:
         raise ValueError(f"sdeint: unknown adjoint {adjoint!r}; choose one of {list(ADJOINTS)}.")
-    if adjoint == "reversible" and scheme is not reversible_heun.REVERSIBLE_HEUN:
-        raise ValueError(f"sdeint: adjoint='reversible' needs method='reversible_heun' "
-                         f"(algebraically reversible); got method={method!r}. Use "
-                         "adjoint='direct' with this method.")
-    return scheme
+    if adjoint == "reversible" and coupling is None and scheme is not reversible_heun.REVERSIBLE_HEUN:
+        raise ValueError(f"sdeint: adjoint='reversible' needs an algebraically reversible method, "
+                         f"method='reversible_heun' or pyjode.Reversible('heun'); got method={method!r}. "
+                         "Use adjoint='direct' with this method.")
+    return scheme, coupling
 
 
 def _check_y0(y0) -> torch.Tensor:
