@@ -1,9 +1,10 @@
 """sdeint forward and gradient time against torchsde on the same neural SDE.
 
 A diagonal-noise neural SDE (drift and diffusion MLPs of width W, state d, batch B) is solved on
-[0, 1] with dt = 0.01 by each method; every library draws its own Brownian motion (pyjode's
-BrownianPath, torchsde's default BrownianInterval), as a user would; the output times are
-float64 (see main). Times are medians of
+[0, 1] with dt = 0.01 by each method; every library draws its own Brownian motion as a user
+would, passing none (pyjode then draws the increments of its step grid, torchsde builds its default
+BrownianInterval); the output times are float64 (see main). "floor ÷ torchsde" times the
+networks alone (see _network_floor): no implementation of the method can beat that ratio. Times are medians of
 interleaved repeats in one process; the ratio is pyjode / torchsde (< 1: pyjode faster).
 "forward" runs under no_grad; "gradient" is forward + backward of a sum-of-squares loss:
 direct backprop for both, and for reversible Heun also pyjode's adjoint="reversible" against

@@ -100,3 +100,25 @@ def test_keyed_rng_statistics_and_paths_agree():
     # Neighbouring elements and neighbouring nodes are uncorrelated.
     assert abs((z[:, 1:] * z[:, :-1]).mean().item()) < 4 / math.sqrt(n)
     assert abs((z[1:] * z[:-1]).mean().item()) < 4 / math.sqrt(n)
+
+
+def test_grid_noise_law_and_replay():
+    """The noise sdeint draws when given no Brownian motion: N(0, h_k) increments, independent across
+    steps and chunks, and the same chunk asked twice (as the reversible adjoint does) is the same."""
+    from pyjode.sde.grid import CHUNK, GridNoise, increment_chunks
+
+    n = 20000
+    noise = GridNoise(torch.Size([n]), seed=3)
+    grid = torch.cat([torch.linspace(0.0, 1.0, CHUNK + 1, dtype=torch.float64),
+                      torch.tensor([1.3, 2.0], dtype=torch.float64)])
+    forward = dict(increment_chunks(noise, grid, torch.float64, torch.device("cpu")))
+    backward = dict(increment_chunks(noise, grid, torch.float64, torch.device("cpu"), reverse=True))
+    assert forward.keys() == backward.keys() == {0, CHUNK}
+    dw = torch.stack([*forward[0], *forward[CHUNK]])
+    assert torch.equal(dw, torch.stack([*backward[0], *backward[CHUNK]]))
+    h = grid.diff()
+    ratio = dw.var(dim=1) / h
+    assert (ratio - 1).abs().max().item() < 5 * math.sqrt(2.0 / n)
+    # Steps in different chunks, and neighbouring steps, are uncorrelated.
+    for a, b in ((0, 1), (CHUNK - 1, CHUNK), (3, CHUNK + 1)):
+        assert abs(torch.corrcoef(dw[[a, b]])[0, 1].item()) < 4 / math.sqrt(n)

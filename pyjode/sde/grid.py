@@ -1,9 +1,10 @@
 """The fixed step grid of an SDE solve and the Brownian increments over it.
 
 The solution is computed exactly at the output times (no interpolation). With a `BrownianPath`
-the steps between outputs lie on the path's dyadic grid of spacing δ <= dt (δ = dt when sdeint
-builds the path itself), where the Brownian tree is cheapest to query: the grid is the output
-times plus every multiple of δ strictly inside each output interval. With any other Brownian
+the steps between outputs lie on the path's dyadic grid of spacing δ <= dt, where the Brownian
+tree is cheapest to query: the grid is the output times plus every multiple of δ strictly inside
+each output interval. When sdeint is given no Brownian motion it uses the multiples of dt and a
+`GridNoise`, which draws the increments of that one grid directly. With any other Brownian
 object each output interval is cut into ceil(length / dt) equal steps. Increments are queried in
 chunks so that a solve holds O(chunk) noise, which keeps the reversible adjoint O(1) in steps.
 """
@@ -14,7 +15,31 @@ from typing import Iterator
 
 import torch
 
+from .keyed_rng import keyed_normals, node_keys, stream_key
+
 CHUNK = 256
+
+
+class GridNoise:
+    """Brownian increments on one fixed step grid, for a solve that was given no Brownian motion.
+
+    The increment of step k is sqrt(t_{k+1} − t_k) ξ_k with ξ_k ~ N(0, I) independent: exactly the
+    law of Brownian motion on the grid, at one normal per element and step (a Brownian tree, which
+    answers any query, draws about twice as many and walks its levels). The normals of each chunk
+    of steps come from a generator keyed by (seed, chunk), so the reversible adjoint, which asks for
+    the same chunks backwards, sees exactly the forward noise.
+    """
+
+    def __init__(self, shape: torch.Size, seed: int):
+        self.shape, self._key = torch.Size(shape), stream_key(seed, 0)
+
+    def chunk(self, k0: int, times: torch.Tensor, dtype: torch.dtype, device: torch.device):
+        """The increments over the steps of `times` (float64 CPU), which start at step `k0`."""
+        key = node_keys(self._key, torch.tensor([k0 // CHUNK], dtype=torch.int64))
+        n = len(times) - 1
+        xi = keyed_normals(key, n * self.shape.numel(), dtype, device).view(n, *self.shape)
+        scale = times.diff().sqrt().to(device=device, dtype=dtype)
+        return (xi * scale.view(-1, *([1] * len(self.shape)))).unbind(0)
 
 
 def step_grid(t: torch.Tensor, dt: float) -> tuple[torch.Tensor, list[int]]:
@@ -52,7 +77,10 @@ def increment_chunks(bm, grid: torch.Tensor, dtype: torch.dtype, device: torch.d
     starts = range(0, n_steps, chunk)
     for k0 in (reversed(starts) if reverse else starts):
         k1 = min(k0 + chunk, n_steps)
-        yield k0, _increments(bm, grid[k0:k1 + 1], dtype, device)
+        if isinstance(bm, GridNoise):
+            yield k0, bm.chunk(k0, grid[k0:k1 + 1], dtype, device)
+        else:
+            yield k0, _increments(bm, grid[k0:k1 + 1], dtype, device)
 
 
 def _increments(bm, times: torch.Tensor, dtype: torch.dtype, device: torch.device):

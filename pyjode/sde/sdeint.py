@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from .brownian import BrownianPath
-from .grid import dyadic_step_grid, increment_chunks, step_grid
+from .grid import GridNoise, dyadic_step_grid, increment_chunks, step_grid
 from .methods import EULER, HEUN, MIDPOINT, MILSTEIN, SDEMethod
 from .noise_types import (check_sde, diffusion_axpy, diffusion_cotangent, diffusion_product,
                           noise_shape)
@@ -30,9 +30,10 @@ def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method="
     `pyjode.Reversible("heun")` or `pyjode.Reversible("midpoint")`, McCallum & Foster's
     algebraically reversible wrapper over a Stratonovich base (two base steps per step). `bm` is a
     `BrownianPath` (or any object with torchsde's bm(ta, tb)) covering [t[0], t[-1]]; by default
-    a fresh path is seeded from torch's global generator. Steps end exactly on every output
-    time; between outputs they lie on the path's dyadic grid of spacing <= dt (exactly dt when
-    bm is None), or are equal steps <= dt for other Brownian objects. adjoint="reversible" (with
+    fresh noise is drawn. Steps end exactly on every output
+    time; between outputs they lie on the path's dyadic grid of spacing <= dt, on the multiples
+    of dt when bm is None (the noise is then drawn for that grid alone, seeded from torch's global
+    generator), or are equal steps <= dt for other Brownian objects. adjoint="reversible" (with
     method="reversible_heun" or a `pyjode.Reversible`) gives exact gradients of the discrete
     solution in O(1) memory in the number of steps. `stats` (e.g. pyjode.Stats()) receives nfe_forward, steps_forward and,
     after backward, nfe_backward, steps_backward; one nfe is one evaluation of (f, g).
@@ -192,13 +193,10 @@ def _path_and_grid(bm, shape, t_host, dt, y0):
     """The Brownian motion and the step grid that suits it (see `grid`)."""
     t0, t1 = t_host[0].item(), t_host[-1].item()
     if bm is None:
-        # A tree whose level-L spacing is exactly dt, so steps that are multiples of dt are cheap.
-        level = max(0, math.ceil(math.log2((t1 - t0) / dt) - 1e-9))
+        # Nothing else will query this noise, so it is drawn for the solver's own grid of multiples of dt.
         seed = int(torch.randint(0, 2**62, (1,)).item())
-        bm = BrownianPath(t0, t0 + dt * (1 << level), shape, seed=seed, dtype=y0.dtype,
-                          device=y0.device, depth=min(60, max(32, level + 16)))
         grid, out_index = dyadic_step_grid(t_host, t0, dt)
-        return bm, grid, out_index
+        return GridNoise(shape, seed), grid, out_index
     _check_bm(bm, shape, t0, t1)
     if isinstance(bm, BrownianPath):
         grid, out_index = dyadic_step_grid(t_host, bm.t0, bm.dyadic_spacing(dt))
