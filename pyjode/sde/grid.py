@@ -26,8 +26,8 @@ class GridNoise:
     The increment of step k is sqrt(t_{k+1} − t_k) ξ_k with ξ_k ~ N(0, I) independent: exactly the
     law of Brownian motion on the grid, at one normal per element and step (a Brownian tree, which
     answers any query, draws about twice as many and walks its levels). The normals of each chunk
-    of steps come from a generator keyed by (seed, chunk), so the reversible adjoint, which asks for
-    the same chunks backwards, sees exactly the forward noise.
+    of steps come from a generator keyed by (seed, first step of the chunk), so the reversible adjoint,
+    which asks for the same chunks backwards, sees exactly the forward noise.
     """
 
     def __init__(self, shape: torch.Size, seed: int):
@@ -35,7 +35,7 @@ class GridNoise:
 
     def chunk(self, k0: int, times: torch.Tensor, dtype: torch.dtype, device: torch.device):
         """The increments over the steps of `times` (float64 CPU), which start at step `k0`."""
-        key = node_keys(self._key, torch.tensor([k0 // CHUNK], dtype=torch.int64))
+        key = node_keys(self._key, torch.tensor([k0], dtype=torch.int64))
         n = len(times) - 1
         xi = keyed_normals(key, n * self.shape.numel(), dtype, device).view(n, *self.shape)
         scale = times.diff().sqrt().to(device=device, dtype=dtype)
