@@ -30,12 +30,12 @@ def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method="
     `pyjode.Reversible("heun")` or `pyjode.Reversible("midpoint")`, McCallum & Foster's
     algebraically reversible wrapper over a Stratonovich base (two base steps per step). `bm` is a
     `BrownianPath` (or any object with torchsde's bm(ta, tb)) covering [t[0], t[-1]]; by default
-    fresh noise is drawn. Steps end exactly on every output
-    time; between outputs they lie on the path's dyadic grid of spacing <= dt, on the multiples
-    of dt when bm is None (the noise is then drawn for that grid alone, seeded from torch's global
-    generator), or are equal steps <= dt for other Brownian objects. adjoint="reversible" (with
-    method="reversible_heun" or a `pyjode.Reversible`) gives exact gradients of the discrete
-    solution in O(1) memory in the number of steps. `stats` (e.g. pyjode.Stats()) receives nfe_forward, steps_forward and,
+    fresh noise is drawn. Steps end exactly on every output time; between outputs they lie on the
+    path's dyadic grid of spacing <= dt, on the multiples of dt when bm is None (the noise is then
+    drawn for that grid alone, seeded from torch's global generator), or are equal steps <= dt for
+    other Brownian objects. adjoint="reversible" (with method="reversible_heun" or a
+    `pyjode.Reversible`) gives exact gradients of the discrete solution in O(1) memory in the
+    number of steps. `stats` (e.g. pyjode.Stats()) receives nfe_forward, steps_forward and,
     after backward, nfe_backward, steps_backward; one nfe is one evaluation of (f, g).
 
     Returns a tensor of shape (len(t), *y0.shape).
