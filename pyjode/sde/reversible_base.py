@@ -61,31 +61,14 @@ def solve(step, times, hs, increments, y0: torch.Tensor, is_output: Sequence[boo
     return ys, zs
 
 
-class ReversibleStepAdjoint(torch.autograd.Function):
-    """ys = the reversible solution at the outputs; backward reconstructs states exactly."""
-
-    @staticmethod
-    def forward(ctx, problem, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        increments = increment_chunks(problem.bm, problem.grid, y0.dtype, y0.device)
-        ys, zs = solve(problem.step, problem.times, problem.hs, increments, y0, problem.is_output,
-                       problem.coupling)
-        ys, zs = torch.stack(ys), torch.stack(zs)
-        ctx.problem = problem
-        ctx.save_for_backward(ys, zs, *params)
-        return ys
-
-    @staticmethod
-    def backward(ctx, grad_ys: torch.Tensor):
-        problem = ctx.problem
-        ys, zs, *params = ctx.saved_tensors
-        wanted = [p for p in params if p.requires_grad]
-        grad_params = [torch.zeros_like(p) for p in wanted]
-        y0_grad = _backward(problem, ys, zs, grad_ys, wanted, grad_params)
-        it = iter(grad_params)
-        return (None, y0_grad, *[next(it) if p.requires_grad else None for p in params])
+def outputs(problem: Problem, y0: torch.Tensor):
+    """The forward pass for `ExactReversibleAdjoint`: (ys, zs) at the outputs."""
+    increments = increment_chunks(problem.bm, problem.grid, y0.dtype, y0.device)
+    return solve(problem.step, problem.times, problem.hs, increments, y0, problem.is_output, problem.coupling)
 
 
-def _backward(problem, ys, zs, grad_ys, params, grad_params) -> torch.Tensor:
+def backward(problem: Problem, ys, zs, grad_ys, params, grad_params) -> torch.Tensor:
+    """The reverse sweep for `ExactReversibleAdjoint` (module docstring); returns dL/dy0."""
     step, times, hs, lam = problem.step, problem.times, problem.hs, problem.coupling
     out_pos = {k: i for i, k in enumerate(problem.out_index)}
 

@@ -64,30 +64,12 @@ class _Problem:
         self.out_index, self.stats = out_index, stats
 
 
-class ReversibleHeunAdjoint(torch.autograd.Function):
-    """ys = reversible-Heun solution at the outputs; backward reconstructs states exactly."""
-
-    @staticmethod
-    def forward(ctx, problem: _Problem, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        is_output = _output_mask(problem)
-        increments = increment_chunks(problem.bm, problem.grid, y0.dtype, y0.device)
-        ys, zs, _ = solve(problem.f_and_g, problem.axpy, problem.times, problem.hs,
-                          increments, y0, is_output)
-        ys, zs = torch.stack(ys), torch.stack(zs)
-        ctx.problem = problem
-        ctx.save_for_backward(ys, zs, *params)
-        return ys
-
-    @staticmethod
-    def backward(ctx, grad_ys: torch.Tensor):
-        problem: _Problem = ctx.problem
-        ys, zs, *params = ctx.saved_tensors
-        wanted = [p for p in params if p.requires_grad]
-        grad_params = [torch.zeros_like(p) for p in wanted]
-        y0_grad = _backward(problem, ys, zs, grad_ys, wanted, grad_params)
-        it = iter(grad_params)
-        out = [next(it) if p.requires_grad else None for p in params]
-        return (None, y0_grad, *out)
+def outputs(problem: _Problem, y0: torch.Tensor):
+    """The forward pass for `ExactReversibleAdjoint`: (ys, zs) at the outputs."""
+    increments = increment_chunks(problem.bm, problem.grid, y0.dtype, y0.device)
+    ys, zs, _ = solve(problem.f_and_g, problem.axpy, problem.times, problem.hs, increments, y0,
+                      _output_mask(problem))
+    return ys, zs
 
 
 def _output_mask(problem: _Problem) -> list[bool]:
@@ -97,8 +79,8 @@ def _output_mask(problem: _Problem) -> list[bool]:
     return mask
 
 
-def _backward(problem: _Problem, ys, zs, grad_ys, params, grad_params) -> torch.Tensor:
-    """The reverse sweep: reconstruct (y_n, z_n), one (f, g) evaluation and one VJP per step."""
+def backward(problem: _Problem, ys, zs, grad_ys, params, grad_params) -> torch.Tensor:
+    """The reverse sweep for `ExactReversibleAdjoint`: reconstruct (y_n, z_n), one (f, g) evaluation and one VJP per step."""
     f_and_g, product, cot = problem.f_and_g, problem.product, problem.cotangent
     times, hs = problem.times, problem.hs
     out_pos = {k: i for i, k in enumerate(problem.out_index)}

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from .brownian import BrownianPath
+from .exact_adjoint import ExactReversibleAdjoint
 from .grid import GridNoise, dyadic_step_grid, increment_chunks, step_grid
 from .methods import EULER, HEUN, MIDPOINT, MILSTEIN, SDEMethod
 from .noise_types import (check_sde, diffusion_axpy, diffusion_cotangent, diffusion_product,
@@ -72,7 +73,7 @@ def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method="
                                           grid, bm, out_index, is_output, coupling, scheme.evals_per_step,
                                           stats)
         if adjoint == "reversible":
-            ys = reversible_base.ReversibleStepAdjoint.apply(problem, y0, *_adjoint_params(sde, adjoint_params))
+            ys = ExactReversibleAdjoint.apply(reversible_base, problem, y0, *_adjoint_params(sde, adjoint_params))
         else:
             increments = increment_chunks(bm, grid, y0.dtype, y0.device)
             ys = torch.stack(reversible_base.solve(problem.step, times, hs, increments, y0, is_output,
@@ -82,7 +83,7 @@ def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method="
         problem = reversible_heun._Problem(f_and_g, product, diffusion_axpy(noise_type),
                                            diffusion_cotangent(noise_type),
                                            times, hs, grid, bm, out_index, stats)
-        ys = reversible_heun.ReversibleHeunAdjoint.apply(problem, y0, *params)
+        ys = ExactReversibleAdjoint.apply(reversible_heun, problem, y0, *params)
     else:
         increments = increment_chunks(bm, grid, y0.dtype, y0.device)
         if scheme is reversible_heun.REVERSIBLE_HEUN:
