@@ -80,7 +80,8 @@ def _output_mask(problem: _Problem) -> list[bool]:
 
 
 def backward(problem: _Problem, ys, zs, grad_ys, params, grad_params) -> torch.Tensor:
-    """The reverse sweep for `ExactReversibleAdjoint`: reconstruct (y_n, z_n), one (f, g) evaluation and one VJP per step."""
+    """The reverse sweep for `ExactReversibleAdjoint`: reconstruct (y_n, z_n), with one (f, g)
+    evaluation and one VJP per step; returns dL/dy0."""
     f_and_g, product, cot = problem.f_and_g, problem.product, problem.cotangent
     times, hs = problem.times, problem.hs
     out_pos = {k: i for i, k in enumerate(problem.out_index)}
