@@ -151,5 +151,6 @@ def _spread(values: list[float]) -> str:
         return f"{values[0]:.3f}"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
+
 if __name__ == "__main__":
     main()

@@ -53,7 +53,8 @@ class Quadrature(ContinuousAdjoint):
         rtol, atol, method: backward-solve settings; default to the forward ones. The gradient's error
             is often set by the forward solve: on the wide-MLP benchmark a backward tolerance 10x
             looser than the forward's keeps the gradient as accurate as torchdiffeq's adjoint at equal
-            tolerances with 68 backward evaluations of the state VJP instead of 94. Check it on your problem.
+            tolerances, with 68 backward evaluations of the state VJP instead of 94. Check it on your
+            problem before relying on it.
         max_nodes_per_call: cap on nodes per batched VJP call. The batched call holds the field's
             activations for all its nodes at once, so by default it takes as many nodes as fit in
             2**14 state elements (all of them for small states, where batching pays most): memory stays
