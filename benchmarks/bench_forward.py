@@ -85,11 +85,16 @@ def _nfe(fns, counted):
     return out
 
 
-def forward_row(dim, hidden, batch, repeats):
+def _problem(dim, hidden, batch):
+    """A fresh field, y0 and t, and every library's solve of it (with its call counter)."""
     func = MLP(dim, hidden)
     y0 = torch.randn(batch, dim)
     t = torch.linspace(0, T_END, N_OUT)
-    fns, counted = _solvers(func, y0, t)
+    return (func, y0, t, *_solvers(func, y0, t))
+
+
+def forward_row(dim, hidden, batch, repeats):
+    func, y0, t, fns, counted = _problem(dim, hidden, batch)
     with torch.no_grad():
         ys = {name: fn() for name, fn in fns.items()}
         nfe = _nfe(fns, counted)
@@ -110,10 +115,7 @@ def _errors(func, y0, t, ys):
 
 def backward_row(dim, hidden, batch, repeats):
     """Forward + backward through the solver (direct backprop; torchode's AutoDiffAdjoint)."""
-    func = MLP(dim, hidden)
-    y0 = torch.randn(batch, dim)
-    t = torch.linspace(0, T_END, N_OUT)
-    fns, counted = _solvers(func, y0, t)
+    _, _, _, fns, counted = _problem(dim, hidden, batch)
     train = {name: (lambda fn=fn: fn().pow(2).mean().backward()) for name, fn in fns.items()}
     nfe = _nfe(fns, counted)
     times = interleaved(train, repeats=repeats, warmup=1)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import pyjode
+from .figures import pyplot, save
 
 TRUE_A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]])
 SOLVER = dict(method="dopri5", rtol=1e-5, atol=1e-6)
@@ -134,10 +135,7 @@ def run(out_dir: Path, quick: bool = False) -> None:
 
 
 def _plot(path, t, y, fits):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(fits)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
@@ -149,9 +147,7 @@ def _plot(path, t, y, fits):
         ax.set_yticks([])
     axes[0][0].legend(fontsize=8, loc="lower left")
     fig.suptitle("Neural ODE fits of the cubic spiral, per gradient method")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
     print(f"wrote {path}")
 
 

@@ -20,6 +20,7 @@ from torch import nn
 import pyjode
 from pyjode.adjoints.reversible import ReversibleAdjoint
 from pyjode.reversible import Reversible
+from .figures import pyplot, save
 
 T_END, N_TIMES, STEP = 4.0, 21, 0.04
 FINE_T = torch.linspace(0.0, T_END, 201, dtype=torch.float64)
@@ -126,10 +127,7 @@ def run(out_dir: Path, quick: bool = False) -> None:
 
 
 def _plot(path: Path, curves, fits, t, target) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
     for i, (label, losses) in enumerate(curves.items()):
@@ -145,9 +143,7 @@ def _plot(path: Path, curves, fits, t, target) -> None:
     ax2.set_ylabel("theta")
     ax2.set_title("one trajectory: data and fits (the fits overlap)", fontsize=10)
     fig.suptitle("Damped pendulum: reversible adjoint vs backprop through the solver")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
     print(f"wrote {path}")
 
 

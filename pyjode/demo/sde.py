@@ -21,6 +21,7 @@ from torch import nn
 
 import pyjode
 from pyjode.sde import WongZakai, sdeint
+from .figures import pyplot, save
 
 MU, THETA, SIGMA, PHI = 0.2, 0.1, 0.6, 0.15
 T_END, N_TIMES = 10.0, 101
@@ -167,9 +168,7 @@ def run(out_dir: Path, quick: bool = False) -> None:
 
 
 def _plot(sde: NeuralSDE, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     t = times()
     x0 = torch.tensor([-2.5, 0.0, 2.5])
@@ -193,6 +192,4 @@ def _plot(sde: NeuralSDE, path: Path) -> None:
     ax.set_ylabel("X")
     ax.set_title("OU process: exact mean ± 2 sd vs the neural SDE trained via Wong–Zakai")
     ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, dpi=120)

@@ -19,6 +19,7 @@ from torch import nn
 from ..data import digits_split
 from ..neural_ode import NeuralODE
 from ..taylor_lagrange import MidpointNet, TaylorLagrange, train_alternating
+from .figures import pyplot, save
 
 DIM, CLASSES = 64, 10
 
@@ -200,10 +201,7 @@ def run(out_dir: Path, quick: bool) -> None:
     for name, per_iter, secs, acc, ev in rows:
         print(f"| {name} | {per_iter:.4f} | {secs:.1f} | {acc:.3f} | {ev:.4f} |")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, trained in results.items():
@@ -213,7 +211,4 @@ def run(out_dir: Path, quick: bool) -> None:
     ax.set_yscale("log")
     ax.set_title("8x8 digits: Taylor-Lagrange vs dopri5 neural ODE")
     ax.legend()
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_dir / "taylor.png", dpi=120)
-    plt.close(fig)
+    save(fig, out_dir / "taylor.png", dpi=120)

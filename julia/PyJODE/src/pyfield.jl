@@ -64,23 +64,21 @@ function rhs!(F::PyField, du, u, t)
     return nothing
 end
 
-function vjp_state!(F::PyField, du, ua, u, a, t)
+# Both VJP calls pass (u, a, t) through the shared buffers and read back f and aᵀ∂f/∂u.
+function call_vjp!(F::PyField, fn, du, ua, u, a, t)
     copyto!(F.ubuf, u)
     copyto!(F.abuf, a)
     F.tbuf[1] = t
-    call_python(F, F.vjp_state)
+    call_python(F, fn)
     copyto!(du, F.dubuf)
     copyto!(ua, F.dabuf)
     return nothing
 end
 
+vjp_state!(F::PyField, du, ua, u, a, t) = call_vjp!(F, F.vjp_state, du, ua, u, a, t)
+
 function vjp_all!(F::PyField, du, ua, up, u, a, t)
-    copyto!(F.ubuf, u)
-    copyto!(F.abuf, a)
-    F.tbuf[1] = t
-    call_python(F, F.vjp_all)
-    copyto!(du, F.dubuf)
-    copyto!(ua, F.dabuf)
+    call_vjp!(F, F.vjp_all, du, ua, u, a, t)
     copyto!(up, F.gpbuf)
     return nothing
 end
