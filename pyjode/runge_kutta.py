@@ -1,8 +1,10 @@
 """One explicit Runge–Kutta step and its dense output, for any :class:`~pyjode.tableau.ButcherTableau`.
 
 The stages live in one ``(s, n)`` buffer ``K`` (``n`` = elements of the state); each stage input is a
-single fused ``addmv``:  y_i = y + h * K[:i]^T a_i.  Without autograd the buffer is allocated once and
-reused for every step; under autograd each step gets a fresh one, because the graph keeps it alive.
+single fused ``addmv``:  y_i = y + h * K[:i]^T a_i.  Without autograd two buffers are allocated once and
+used in turn; under autograd each step gets a fresh one, because the graph keeps it alive. Two, because the
+FSAL stage ``K[-1]`` of an accepted step is the next step's first stage: the next attempt, and any retry
+after a rejection, must write into the other buffer or it would overwrite its own input.
 """
 
 from __future__ import annotations
@@ -34,22 +36,27 @@ class RungeKutta:
         # Dense output b(theta) = P @ (theta, theta^2, ...), with P as nested Python floats: the weights
         # of all output times of a step become one small tensor.
         self._interp = None if tableau.interp is None else tableau.interp.tolist()
-        self._buffer: Optional[tuple] = None
+        self._buffers: list = []
 
-    def _stages(self):
+    def _stages(self, f0: Optional[torch.Tensor]):
         """``(K, K_prefix_T, K_rows)``: the stage buffer, ``K[:i].t()`` and ``K[i]`` shaped like ``y``.
 
-        Without autograd the buffer and its views are made once and reused by every step (their contents
-        change, the views stay valid); under autograd each step needs a fresh buffer, and no views.
+        Without autograd the buffers and their views are made once and reused (their contents change, the
+        views stay valid); the one returned never holds ``f0``, which may be a view of the other's last
+        row. Under autograd each step needs a fresh buffer, and no views.
         """
         if torch.is_grad_enabled():
             return torch.empty(self.tableau.stages, self.numel, **self._opts), None, None
-        if self._buffer is None:
-            K = torch.empty(self.tableau.stages, self.numel, **self._opts)
-            prefix_t = [K[:i].t() for i in range(self.tableau.stages)]
-            rows = [K[i].view(self.shape) for i in range(self.tableau.stages)]
-            self._buffer = (K, prefix_t, rows)
-        return self._buffer
+        if not self._buffers:
+            for _ in range(2):
+                K = torch.empty(self.tableau.stages, self.numel, **self._opts)
+                prefix_t = [K[:i].t() for i in range(self.tableau.stages)]
+                rows = [K[i].view(self.shape) for i in range(self.tableau.stages)]
+                self._buffers.append((K, prefix_t, rows))
+        first, second = self._buffers
+        if f0 is not None and f0.data_ptr() == first[2][-1].data_ptr():
+            return second
+        return first
 
     def step(self, func: Callable, t: float, h: float, y: torch.Tensor, f0: Optional[torch.Tensor],
              time: Callable[[float], torch.Tensor]):
@@ -58,7 +65,7 @@ class RungeKutta:
         ``f0 = f(t, y)`` may be passed in (FSAL reuse); otherwise it is evaluated. For FSAL tableaus
         ``K[-1]`` is ``f(t + h, y1)``. ``y1`` is always a new tensor (never a view of ``K``).
         """
-        K, prefix_t, rows = self._stages()
+        K, prefix_t, rows = self._stages(f0)
         y_flat = y.reshape(-1)
         if f0 is None:
             f0 = func(time(t), y)
