@@ -1,13 +1,17 @@
-"""The integrate loop shared by every explicit Runge–Kutta method.
+"""The two loops that drive every stepper: one adaptive, one fixed-step.
 
-``integrate`` solves y' = f(t, y) from ``ts[0]`` through every output time in ``ts`` (increasing or
-decreasing) and returns the states there.
+``integrate`` solves from ``ts[0]`` through every output time in ``ts`` (increasing or decreasing) with any
+:class:`~pyjode.stepper.Stepper` (Runge–Kutta, reversible, SDE methods) under one
+:class:`~pyjode.StepControl`, and returns the states there. Counting, saving, the progress guards and the
+rejection rule live here once.
 
-* **Fixed step**: each output interval is split into ``ceil(|Δt| / step_size)`` equal steps, so steps land
-  on every output time.
+* **Fixed step**: the span is cut at the output, ``step_ts`` and ``jump_ts`` times, and each stretch is
+  split into ``ceil(|Δt| / step_size)`` equal steps; an SDE solve passes its own grid and one control
+  (Brownian increment) per step.
 * **Adaptive**: Hairer's initial step, then steps chosen by a PI controller on the embedded error
-  estimate, measured by a pluggable norm. Outputs inside a step come from the method's dense output, so
-  asking for more output times adds no steps. Only the final time is hit exactly.
+  estimate, measured by the control's norm. Steps land exactly on ``step_ts``, ``jump_ts`` and the final
+  time; outputs inside a step come from the stepper's dense output (a stepper without one lands on every
+  output time too). After a jump the stepper restarts (its cached first stage is evaluated afresh).
 
 Time is carried as Python floats (float64 precision whatever the state's dtype), so the loop's only host
 synchronisation is the error norm that decides acceptance. A NaN or inf in a step rejects it and shrinks
@@ -18,22 +22,20 @@ the step; when that repeats until the step size underflows, or ``max_steps`` is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from array import array
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import torch
 
-from .norms import rms_norm
-from .runge_kutta import RungeKutta
-from .step_size import PIController, initial_step_size
-from .tableau import ButcherTableau
-
-DEFAULT_MAX_STEPS = 100_000
+from .step_control import StepControl
+from .step_size import initial_step_size
+from .stepper import Stepper
 
 
 @dataclass
 class Counter:
-    """Work done by one call of :func:`integrate`."""
+    """Work done by one solve: evaluations of the field (counted by wrapping it), accepted and rejected steps."""
 
     nfe: int = 0
     steps: int = 0
@@ -53,12 +55,6 @@ class CountingField:
         return self.func(t, y)
 
 
-def time_maker(like: torch.Tensor) -> Callable[[float], torch.Tensor]:
-    """0-dim time tensors on the state's device and dtype; ``torch.full`` never synchronises on CUDA."""
-    dtype, device = like.dtype, like.device
-    return lambda value: torch.full((), value, dtype=dtype, device=device)
-
-
 def check_field_output(f: torch.Tensor, y: torch.Tensor) -> None:
     if not isinstance(f, torch.Tensor):
         raise TypeError(f"func(t, y) must return a torch.Tensor, got {type(f).__name__}")
@@ -74,98 +70,120 @@ def check_field_output(f: torch.Tensor, y: torch.Tensor) -> None:
         )
 
 
-def integrate(
-    func: Callable,
-    y0: torch.Tensor,
-    ts: Sequence[float],
-    tableau: ButcherTableau,
-    *,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
-    step_size: Optional[float] = None,
-    max_steps: Optional[int] = None,
-    norm: Callable = rms_norm,
-    counter: Optional[Counter] = None,
-    on_step: Optional[Callable] = None,
-    first_step: Optional[float] = None,
-) -> List[torch.Tensor]:
-    """Solve from ``ts[0]`` to ``ts[-1]``; return ``[y(ts[0]), y(ts[1]), ...]``.
+class CheckedField:
+    """Checks the field's shape and dtype on its first evaluation only."""
+
+    __slots__ = ("func", "checked")
+
+    def __init__(self, func):
+        self.func, self.checked = func, False
+
+    def __call__(self, t, y):
+        f = self.func(t, y)
+        if not self.checked:
+            check_field_output(f, y)
+            self.checked = True
+        return f
+
+
+@dataclass
+class Run:
+    """What a loop returns: the outputs, the final stepper state and, when asked for, the accepted step
+    boundaries (``times[output_steps[i]] == ts[i]`` exactly; a float64 ``array``, 8 bytes a step)."""
+
+    ys: List[torch.Tensor]
+    state: Any
+    times: Optional[array] = None
+    output_steps: List[int] = dc_field(default_factory=list)
+
+
+def integrate(stepper: Stepper, func: Callable, y0: torch.Tensor, ts: Sequence[float], control: StepControl, *,
+              counter: Optional[Counter] = None, on_step: Optional[Callable] = None, keep_times: bool = False,
+              check_field: bool = True) -> Run:
+    """Solve from ``ts[0]`` through every time in ``ts`` with ``stepper``.
 
     Args:
+        stepper: the method, as a :class:`~pyjode.stepper.Stepper` built for ``y0``'s dtype and device.
         func: the vector field ``f(t, y)``; ``t`` is passed as a 0-dim tensor.
-        y0: the state at ``ts[0]``, any shape.
+        y0: the state at ``ts[0]``.
         ts: strictly monotonic output times, as Python floats.
-        tableau: the Runge–Kutta method.
-        rtol, atol: tolerances of adaptive methods.
-        step_size: the step of fixed-step methods; for adaptive ones, the first step (instead of
-            Hairer's selection).
-        max_steps: cap on attempted steps (accepted + rejected); defaults to 100 000 for adaptive
-            methods and no cap for fixed-step ones.
-        norm: error norm applied to the scaled error estimate (see :mod:`pyjode.norms`).
+        control: the step-size settings.
         counter: filled with evaluations, accepted and rejected steps.
-        on_step: called as ``on_step(t0, t1, y0, y1, K, stepper)`` after each accepted step. Without
-            autograd ``K`` is a reused buffer: copy what you keep.
-        first_step: alias of ``step_size`` for adaptive methods (used by adjoints to restart).
+        on_step: called as ``on_step(t0, t1, y0, y1, dense, stepper)`` after each accepted step (for a
+            Runge–Kutta stepper ``dense`` is its stage matrix, a reused buffer without autograd: copy
+            what you keep).
+        keep_times: record the accepted step boundaries in the result.
+        check_field: check the field's output shape and dtype on its first call.
     """
     counter = counter if counter is not None else Counter()
-    field = CountingField(func, counter)
-    time = time_maker(y0)
-    stepper = RungeKutta(tableau, y0)
+    field = CountingField(CheckedField(func) if check_field else func, counter)
     ts = [float(t) for t in ts]
-    if tableau.adaptive:
-        ys = _adaptive_loop(field, y0, ts, stepper, rtol, atol, first_step or step_size, max_steps, norm,
-                            counter, on_step, time)
-    else:
-        ys = _fixed_loop(field, y0, ts, stepper, step_size, max_steps, counter, on_step, time)
-    return ys
+    if stepper.adaptive:
+        return adaptive_loop(stepper, field, y0, ts, control, counter, on_step, keep_times)
+    if control.step_size is None:
+        raise ValueError(f"method={getattr(stepper, 'name', type(stepper).__name__)!r} is a fixed-step method: "
+                         f"pass step_size=...")
+    grid, is_output = fixed_grid(ts, control)
+    return fixed_loop(stepper, field, y0, grid, is_output, control, counter, on_step, keep_times)
 
 
-def _fixed_loop(field, y0, ts, stepper: RungeKutta, step_size, max_steps, counter, on_step, time):
-    if step_size is None:
-        raise ValueError(f"method={stepper.tableau.name!r} is a fixed-step method: pass step_size=...")
-    n_steps = fixed_step_counts(ts, step_size, max_steps)
-    f0 = field(time(ts[0]), y0)
-    check_field_output(f0, y0)
-    ys, y = [y0], y0
-    for (ta, tb), n in zip(zip(ts[:-1], ts[1:]), n_steps):
-        h = (tb - ta) / n
-        for j in range(n):
-            t = ta + j * h
-            t1 = tb if j == n - 1 else t + h
-            y1, K = stepper.step(field, t, h, y, f0, time)
-            f0 = K[-1].view(y.shape) if stepper.fsal else None
-            if on_step is not None:
-                on_step(t, t1, y, y1, K, stepper)
-            y = y1
-        counter.steps += n
-        ys.append(y)
-    check_finite_outputs(ys, ts, step_size)
-    return ys
-
-
-def fixed_step_counts(ts: Sequence[float], step_size: float, max_steps: Optional[int]) -> List[int]:
-    """Equal steps per output interval, none longer than ``step_size``; raises if they exceed max_steps."""
-    n_steps = [max(1, math.ceil(abs(b - a) / step_size - 1e-9)) for a, b in zip(ts[:-1], ts[1:])]
-    if max_steps is not None and sum(n_steps) > max_steps:
+def fixed_grid(ts: Sequence[float], control: StepControl):
+    """The step times of a fixed-step solve and which of them are outputs: every stretch between output,
+    step and jump times is split into equal steps no longer than ``control.step_size``."""
+    step_size = control.step_size
+    targets, _ = control.targets(ts[0], ts[-1], extra=ts[1:])
+    grid, is_output, outputs = [ts[0]], [True], set(ts[1:])
+    for b in targets:
+        a = grid[-1]
+        n = max(1, math.ceil(abs(b - a) / step_size - 1e-9))
+        h = (b - a) / n
+        grid.extend(a + j * h for j in range(1, n))
+        is_output.extend([False] * (n - 1))
+        grid.append(b)
+        is_output.append(b in outputs)
+    if control.max_steps is not None and len(grid) - 1 > control.max_steps:
         raise RuntimeError(
-            f"max_steps={max_steps} is too small: step_size={step_size} needs {sum(n_steps)} steps from "
+            f"max_steps={control.max_steps} is too small: step_size={step_size} needs {len(grid) - 1} steps from "
             f"t={ts[0]:.6g} to t={ts[-1]:.6g}; raise max_steps or increase step_size"
         )
-    return n_steps
+    return grid, is_output
 
 
-def check_progress(h: float, t: float, t_end: float, eps: float, attempts: int, max_steps: int, counter: Counter,
-                   last_bad: bool) -> None:
-    """The adaptive loops' guards: a step size that underflowed, or max_steps attempts used up."""
+def fixed_loop(stepper: Stepper, field, y0: torch.Tensor, grid: Sequence[float], is_output: Sequence[bool],
+               control: StepControl, counter: Counter, on_step=None, keep_times: bool = False,
+               controls: Optional[Iterable] = None) -> Run:
+    """Step through ``grid`` (Python floats); ``controls`` yields one driving increment per step (SDEs)."""
+    jumps = set(control.jump_ts)
+    state = stepper.init(field, grid[0], y0)
+    ys, times, output_steps = [y0], (array("d", grid) if keep_times else None), [0]
+    controls = iter(controls) if controls is not None else None
+    for k in range(len(grid) - 1):
+        t0, t1 = grid[k], grid[k + 1]
+        c = next(controls) if controls is not None else None
+        state1, _, dense = stepper.step(field, t0, t1, state, c)
+        if on_step is not None:
+            on_step(t0, t1, stepper.output(state), stepper.output(state1), dense, stepper)
+        state = stepper.restart(field, t1, state1) if t1 in jumps and k < len(grid) - 2 else state1
+        if is_output[k + 1]:
+            ys.append(stepper.output(state))
+            output_steps.append(k + 1)
+    counter.steps += len(grid) - 1
+    check_finite_outputs(ys, [grid[k] for k in output_steps], control.step_size)
+    return Run(ys, state, times, output_steps)
+
+
+def check_progress(h: float, t: float, t_end: float, eps: float, attempts: int, control: StepControl,
+                   counter: Counter, last_bad: bool) -> None:
+    """The adaptive loop's guards: a step size that underflowed, or max_steps attempts used up."""
     if h <= 4 * eps * max(1.0, abs(t)):
         what = "the vector field kept returning NaN or inf" if last_bad else "the error estimate kept failing"
         raise RuntimeError(
             f"step size underflowed ({h:.3g}) at t={t:.6g}: {what}; the problem may be stiff or "
             f"singular there. Try looser rtol/atol, a different method, float64, or check the vector field"
         )
-    if attempts >= max_steps:
+    if attempts >= control.attempt_cap:
         raise RuntimeError(
-            f"max_steps={max_steps} reached at t={t:.6g} before t={t_end:.6g} "
+            f"max_steps={control.attempt_cap} reached at t={t:.6g} before t={t_end:.6g} "
             f"({counter.steps} accepted, {counter.rejected} rejected steps); raise max_steps, loosen "
             f"rtol/atol, or check whether the problem is stiff"
         )
@@ -177,71 +195,88 @@ def check_finite_outputs(ys, ts, step_size):
     if not all(finite):
         i = finite.index(False)
         raise RuntimeError(
-            f"the solution became NaN or inf between t={ts[i - 1]:.6g} and t={ts[i]:.6g} with the "
-            f"fixed step_size={step_size}; try a smaller step_size, an adaptive method such as "
-            f"method='dopri5', or check the vector field for overflow there"
+            f"the solution became NaN or inf between t={ts[i - 1]:.6g} and t={ts[i]:.6g} with fixed steps of "
+            f"at most {step_size}; try a smaller step (step_size, or dt for sdeint), a more stable or adaptive "
+            f"method (such as method='dopri5' for an ODE), or check the field for overflow there"
         )
 
 
-def _adaptive_loop(field, y0, ts, stepper: RungeKutta, rtol, atol, first_step, max_steps, norm, counter,
-                   on_step, time):
-    tableau = stepper.tableau
-    if max_steps is None:
-        max_steps = DEFAULT_MAX_STEPS
-    controller = PIController()
-    k = min(tableau.order, tableau.error_order) + 1
+def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], control: StepControl,
+                  counter: Counter, on_step=None, keep_times: bool = False) -> Run:
+    rtol, atol, norm, controller = control.rtol, control.atol, control.norm, control.controller
+    k = min(stepper.order, stepper.error_order) + 1
     t0, t_end = ts[0], ts[-1]
     direction = 1.0 if t_end > t0 else -1.0
     eps = torch.finfo(y0.dtype).eps
+    # Steps land on these; a stepper without dense output lands on every output time as well.
+    targets, jumps = control.targets(t0, t_end, extra=() if stepper.dense_output else ts[1:])
 
-    y = y0
-    f = field(time(t0), y0)
-    check_field_output(f, y0)
-    if first_step is None:
+    state = stepper.init(field, t0, y0)
+    first = control.first_step if control.first_step is not None else control.step_size
+    if first is None:
         with torch.no_grad():
-            h = initial_step_size(field, t0, y0, f, tableau.order, rtol, atol, norm, direction, time)
+            h = initial_step_size(field, t0, y0, stepper.slope(field, t0, state), stepper.order, rtol, atol,
+                                  norm, direction, stepper.time)
     else:
-        h = abs(float(first_step))
-    ys = [y0]
-    t, idx, attempts, prev_ratio, last_bad, just_rejected = t0, 1, 0, 1.0, False, False
+        h = first
+    h = min(max(h, control.min_step), control.max_step)
+    y = y0
+    ys, times, output_steps = [y0], (array("d", [t0]) if keep_times else None), [0]
+    t, idx, ti, attempts, accepted, prev_ratio, last_bad, just_rejected = t0, 1, 0, 0, 0, 1.0, False, False
     n_out = len(ts)
     while idx < n_out:
-        remaining = (t_end - t) * direction
-        if h >= 0.99 * remaining:
-            # stretch a step that would leave a sliver, rather than take a sliver step next
-            h = remaining
-        check_progress(h, t, t_end, eps, attempts, max_steps, counter, last_bad)
+        target = targets[ti]
+        remaining = (target - t) * direction
+        # Land on the target; stretch a step that would leave a sliver before it, rather than take the
+        # sliver next.
+        clipped = h >= 0.99 * remaining
+        h_used = remaining if clipped else h
+        check_progress(h_used, t, t_end, eps, attempts, control, counter, last_bad)
         attempts += 1
-        hs = direction * h
-        y1, K = stepper.step(field, t, hs, y, f, time)
+        t1 = target if clipped else t + direction * h_used
+        state1, err, dense = stepper.step(field, t, t1, state, None)
+        y1 = stepper.output(state1)
         with torch.no_grad():  # step control is not differentiated
             scale = torch.maximum(y.abs(), y1.abs()).mul_(rtol).add_(atol)
-            ratio = float(norm(stepper.error(K, hs).view(y.shape).div_(scale)))
+            ratio = float(norm(err.view(y.shape).div_(scale)))
         if not ratio <= 1.0:  # also catches NaN
             last_bad = not math.isfinite(ratio)
             counter.rejected += 1
             just_rejected = True
-            h *= controller.reject_factor(ratio, k)
+            if h_used <= control.min_step:
+                raise RuntimeError(
+                    f"a step of min_step={control.min_step:.3g} failed its error test at t={t:.6g} (error ratio "
+                    f"{ratio:.3g}); lower min_step, loosen rtol/atol, or check the vector field there")
+            h = max(h_used * controller.reject_factor(ratio, k), control.min_step)
             continue
         last_bad = False
         counter.steps += 1
-        t1 = t_end if h == remaining else t + hs
+        accepted += 1
         thetas = []
         while idx < n_out and (ts[idx] - t1) * direction < 0:
-            thetas.append((ts[idx] - t) / hs)
+            thetas.append((ts[idx] - t) / (t1 - t))
             idx += 1
         if thetas:  # every output inside this step from one dense-output product
-            ys.extend(stepper.dense_many(y, K, hs, thetas).unbind(0))
+            ys.extend(stepper.interpolate(state, dense, t, t1, thetas).unbind(0))
+        if keep_times:
+            times.append(t1)
         if idx < n_out and ts[idx] == t1:
             ys.append(y1)
+            output_steps.append(accepted)
             idx += 1
         if on_step is not None:
-            on_step(t, t1, y, y1, K, stepper)
-        f = K[-1].view(y.shape) if stepper.fsal else field(time(t1), y1)
-        t, y = t1, y1
+            on_step(t, t1, y, y1, dense, stepper)
+        if clipped:
+            ti += 1
+            if t1 in jumps:
+                state1 = stepper.restart(field, t1, state1)
+        t, y, state = t1, y1, state1
         fac = controller.accept_factor(ratio, prev_ratio, k)
         # Hairer's rule: the step after a rejection may not grow, which stops reject/accept cascades.
-        h *= min(fac, 1.0) if just_rejected else fac
+        proposal = h_used * (min(fac, 1.0) if just_rejected else fac)
+        # A step shortened only to land on a target says nothing against the step proposed before it.
+        h = max(proposal, h) if clipped else proposal
+        h = min(max(h, control.min_step), control.max_step)
         just_rejected = False
         prev_ratio = max(ratio, 1e-4)
-    return ys
+    return Run(ys, state, times, output_steps)

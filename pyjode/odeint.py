@@ -10,6 +10,7 @@ import torch
 from .adjoints import resolve_adjoint
 from .adjoints.base import GradientMethod, SolveSpec
 from .stats import Stats
+from .step_control import StepControl
 from .tableau import ButcherTableau, get_tableau
 
 __all__ = ["odeint"]
@@ -29,6 +30,11 @@ def odeint(
     adjoint_params: Optional[Sequence[torch.Tensor]] = None,
     backend: str = "torch",
     stats: Optional[Stats] = None,
+    first_step: Optional[float] = None,
+    min_step: float = 0.0,
+    max_step: float = math.inf,
+    step_ts: Optional[Sequence[float]] = None,
+    jump_ts: Optional[Sequence[float]] = None,
 ) -> torch.Tensor:
     """Solve dy/dt = func(t, y), y(t[0]) = y0, and return y at every time in ``t``.
 
@@ -52,6 +58,12 @@ def odeint(
             ``func.parameters()`` when ``func`` is an ``nn.Module``.
         backend: ``"torch"`` (default), ``"julia"`` or ``"auto"`` (Julia when available).
         stats: a :class:`pyjode.Stats` filled in place with evaluation and step counts.
+        first_step: the first step of an adaptive method (default: Hairer's selection).
+        min_step, max_step: bounds on adaptive steps; a step failing its error test at ``min_step`` raises.
+        step_ts: times every step sequence lands on.
+        jump_ts: times where ``func`` is not smooth (kinks, jumps): steps land on them and the first stage is
+            evaluated afresh after each. A field may also declare them as a ``jump_ts`` attribute (as
+            :class:`pyjode.WongZakai` does for piecewise-linear noise); both are used.
 
     Returns:
         A tensor of shape ``(len(t), *y0.shape)``.
@@ -61,12 +73,11 @@ def odeint(
     if not callable(func):
         raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}")
     rtol, atol = _check_tolerances(rtol, atol)
-    if step_size is not None:
-        if not isinstance(step_size, (int, float)) or not step_size > 0 or not math.isfinite(step_size):
-            raise ValueError(f"step_size must be a positive number, got {step_size!r}")
-        step_size = float(step_size)
-    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-        raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
+    field_jumps = getattr(func, "jump_ts", None)
+    control = StepControl(rtol=rtol, atol=atol, step_size=step_size, first_step=first_step, max_steps=max_steps,
+                          min_step=min_step, max_step=max_step, step_ts=step_ts,
+                          jump_ts=tuple(_times(jump_ts)) + tuple(_times(field_jumps)))
+    step_size = control.step_size
     if stats is not None and not isinstance(stats, Stats):
         raise TypeError(f"stats must be a pyjode.Stats() or None, got {type(stats).__name__}")
 
@@ -77,14 +88,28 @@ def odeint(
     if _resolve_backend(backend, method, grad_method, step_size) == "julia":
         from ._julia import odeint_julia
 
+        unsupported = [name for name, given in (("first_step", first_step is not None), ("min_step", min_step != 0),
+                                                ("max_step", max_step != math.inf), ("step_ts", step_ts is not None),
+                                                ("jump_ts", bool(control.jump_ts))) if given]
+        if unsupported:
+            raise ValueError(f"backend='julia' does not take {', '.join(unsupported)}; use backend='torch'")
+
         return odeint_julia(func, y0, t, method=method, rtol=rtol, atol=atol, step_size=step_size,
                             max_steps=max_steps, adjoint=grad_method, adjoint_params=adjoint_params,
                             stats=stats)
 
     params = _resolve_params(func, adjoint_params)
-    spec = SolveSpec(func=func, y0=y0, t=t, ts=t.detach().double().cpu().tolist(), method=method, rtol=rtol,
-                     atol=atol, step_size=step_size, max_steps=max_steps, params=params, stats=stats)
+    spec = SolveSpec(func=func, y0=y0, t=t, ts=t.detach().double().cpu().tolist(), method=method, control=control,
+                     params=params, stats=stats)
     return grad_method.solve(spec)
+
+
+def _times(values) -> tuple:
+    if values is None:
+        return ()
+    if isinstance(values, torch.Tensor):
+        return tuple(values.detach().double().cpu().reshape(-1).tolist())
+    return tuple(values)
 
 
 def _check_y0(y0) -> torch.Tensor:
@@ -144,7 +169,7 @@ def _resolve_method(method, step_size):
                 f"method such as 'dopri5'"
             )
         return tableau
-    if hasattr(method, "integrate"):
+    if hasattr(method, "stepper"):
         return method
     return get_tableau(method)  # raises a TypeError naming the accepted kinds
 

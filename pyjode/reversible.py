@@ -19,22 +19,17 @@ whole trajectory from the final pair ``(y_N, z_N)``.
 
 from __future__ import annotations
 
-import math
 import warnings
-from array import array
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 
-from .integrate import (DEFAULT_MAX_STEPS, Counter, CountingField, check_field_output, check_finite_outputs,
-                        check_progress, fixed_step_counts, time_maker)
 from .norms import rms_norm
 from .runge_kutta import RungeKutta
-from .step_size import PIController, initial_step_size
+from .stepper import Stepper, time_maker
 from .tableau import ButcherTableau, get_tableau
 
-__all__ = ["Reversible", "ReversibleSolution", "ReversibleStabilityWarning", "warn_once"]
+__all__ = ["Reversible", "ReversibleStabilityWarning", "ReversibleStepper", "reverse_sweep", "warn_once"]
 
 # |y_N - z_N| above this fraction of |y_N| means the parasitic mode has grown to the solution's size:
 # where it is stable the gap stays at local-error size (below 0.1 even for a reversible Euler with h = 1 on
@@ -57,22 +52,6 @@ def warn_once(kind: str, message: str) -> None:
         warnings.warn(message, ReversibleStabilityWarning, stacklevel=3)
 
 
-@dataclass
-class ReversibleSolution:
-    """A reversible solve: the outputs, the final coupled pair and the accepted step boundaries.
-
-    ``times[0] = ts[0]`` and ``times[-1] = ts[-1]``; output ``i`` is the state after step
-    ``output_steps[i]`` (so ``times[output_steps[i]] == ts[i]`` exactly). The times are a float64
-    ``array``: 8 bytes per step is all that the backward pass of a long solve keeps besides two states.
-    """
-
-    ys: List[torch.Tensor]
-    y: torch.Tensor
-    z: torch.Tensor
-    times: Sequence[float]
-    output_steps: List[int]
-
-
 def _without_fsal_stage(tableau: ButcherTableau) -> ButcherTableau:
     """The same step without the FSAL stage ``f(t + h, y_1)``, which only feeds the error estimate.
 
@@ -86,22 +65,121 @@ def _without_fsal_stage(tableau: ButcherTableau) -> ButcherTableau:
 
 
 class BaseSteps:
-    """The base method's steps on one dtype/device: ``full`` has the embedded error estimate, ``short``
-    is the same map ``Phi_h`` with the FSAL-only stage dropped."""
+    """A Runge–Kutta base step ``Phi`` of the reversible scheme on one dtype/device: ``full`` has the
+    embedded error estimate, ``short`` is the same map with the FSAL-only stage dropped. The control is
+    ``None``: an ODE step has no driving increment."""
 
     def __init__(self, tableau: ButcherTableau, like: torch.Tensor):
         self.full = RungeKutta(tableau, like)
         short = _without_fsal_stage(tableau)
         self.short = self.full if short is tableau else RungeKutta(short, like)
+        self.time = self.full.time
+        self.adaptive, self.order, self.error_order = tableau.adaptive, tableau.order, self.full.error_order
 
-    def phi(self, field, t0: float, t1: float, x: torch.Tensor, time) -> torch.Tensor:
+    def phi(self, field, t0: float, t1: float, x: torch.Tensor, control=None) -> torch.Tensor:
         """``Phi_{t1 - t0}(t0, x)``: one base step from ``t0`` to ``t1`` (either direction), FSAL off."""
-        return self.short.step(field, t0, t1 - t0, x, None, time)[0]
+        return self.short.advance(field, t0, t1 - t0, x, None, self.time)[0]
 
-    def phi_with_error(self, field, t0: float, t1: float, x: torch.Tensor, time):
+    def phi_with_error(self, field, t0: float, t1: float, x: torch.Tensor, control=None):
         """``Phi_{t1 - t0}(t0, x)`` and its embedded local error estimate (flat)."""
-        x1, K = self.full.step(field, t0, t1 - t0, x, None, time)
+        x1, K = self.full.advance(field, t0, t1 - t0, x, None, self.time)
         return x1, self.full.error(K, t1 - t0)
+
+    @staticmethod
+    def reverse(control):
+        return control
+
+
+class ReversibleStepper(Stepper):
+    """The McCallum–Foster step over any base step ``Phi(t0, t1, x, control)`` (ODE or SDE), state ``(y, z)``:
+
+        y1 = lambda (y - z) + Phi(t0, t1, z, c),     z1 = z + y1 - Phi(t1, t0, y1, -c).
+
+    The error estimate, where the base has one, is that of the second (backward) base step.
+    """
+
+    dense_output = False
+
+    def __init__(self, base, coupling: float):
+        self.base, self.coupling, self.time = base, coupling, base.time
+        self.adaptive, self.order, self.error_order = base.adaptive, base.order, base.error_order
+
+    def init(self, field, t0: float, y0: torch.Tensor):
+        return (y0, y0)
+
+    def step(self, field, t0: float, t1: float, state, control=None):
+        y, z = state
+        y1 = torch.add(self.base.phi(field, t0, t1, z, control), y - z, alpha=self.coupling)
+        back_control = self.base.reverse(control)
+        if self.adaptive:
+            back, err = self.base.phi_with_error(field, t1, t0, y1, back_control)
+        else:
+            back, err = self.base.phi(field, t1, t0, y1, back_control), None
+        z1 = z + (y1 - back)
+        # the pair is handed on as the step's dense information, so that a caller can keep the outputs' z
+        return (y1, z1), err, (y1, z1)
+
+    def output(self, state) -> torch.Tensor:
+        return state[0]
+
+
+def reverse_sweep(base, field, coupling: float, y: torch.Tensor, z: torch.Tensor, steps, grad_at: Callable,
+                  params: Tuple[torch.Tensor, ...], restart_at: Optional[Callable] = None):
+    """The exact reverse pass of a McCallum–Foster solve (arXiv 2410.11648, §3), for ODEs and SDEs alike.
+
+    ``steps`` yields ``(n, t0, t1, control)`` for n = N, ..., 1 (step n runs t0 -> t1); ``grad_at(n)`` is
+    dL/dy at step boundary n (or None); ``restart_at(n)``, where given, returns a stored ``(y_n, z_n)``
+    to continue from instead of the rebuilt pair. For step n, with cotangents ybar, zbar of (y_n, z_n):
+
+    1. ``s1 = Phi(t1, t0, y_n, -c)``; rebuild ``z_{n-1} = z_n - y_n + s1``. Backpropagating
+       ``z_n = y_n + z_{n-1} - s1``:  ``ybar += zbar - (ds1/dy)^T zbar``,  ``thetabar -= (ds1/dtheta)^T zbar``.
+    2. ``s2 = Phi(t0, t1, z_{n-1}, c)``; rebuild ``y_{n-1} = (y_n - s2) / lambda + z_{n-1}``.
+       Backpropagating ``y_n = lambda (y_{n-1} - z_{n-1}) + s2``:  ``ybar_{n-1} = lambda ybar``,
+       ``zbar_{n-1} = zbar - lambda ybar + (ds2/dz)^T ybar``,  ``thetabar += (ds2/dtheta)^T ybar``.
+
+    The primal outputs of the two VJP calls are the values the reconstruction needs, so a backward step
+    costs two base steps with VJPs. Returns ``(y_0, z_0, dL/dy_0, [dL/dtheta])``; ``dL/dy_0 = ybar_0 +
+    zbar_0`` because ``z_0 = y_0``.
+    """
+    lam = coupling
+    pbar = [torch.zeros_like(p) for p in params]
+    ybar = grad_at(None)
+    zbar: Optional[torch.Tensor] = None  # zbar_N = 0: the loss does not see z
+
+    def vjp(x, t0, t1, control, cotangent):
+        """``Phi(t0, t1, x, control)`` and its VJP with respect to ``(x, *params)``, in one autograd call."""
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            out = base.phi(field, t0, t1, xg, control)
+            grads = torch.autograd.grad(out, (xg, *params), cotangent, allow_unused=True)
+        for acc, g in zip(pbar, grads[1:]):
+            if g is not None:
+                acc.add_(g)
+        return out.detach(), (torch.zeros_like(x) if grads[0] is None else grads[0])
+
+    with torch.no_grad():
+        for n, t0, t1, c in steps:
+            back = base.reverse(c)
+            if zbar is None:
+                s1 = base.phi(field, t1, t0, y, back)
+            else:
+                s1, gy = vjp(y, t1, t0, back, -zbar)
+                ybar = ybar + zbar + gy
+            z_prev = z - y + s1
+            s2, gz = vjp(z_prev, t0, t1, c, ybar)
+            y_prev = (y - s2).div_(lam).add_(z_prev)
+            zbar = (gz if zbar is None else zbar + gz) - lam * ybar
+            ybar = lam * ybar
+            g = grad_at(n - 1)
+            if g is not None:
+                ybar = ybar + g
+            if restart_at is not None:
+                stored = restart_at(n - 1)
+                if stored is not None:
+                    y_prev, z_prev = stored
+            y, z = y_prev, z_prev
+    grad_y0 = ybar if zbar is None else ybar + zbar
+    return y, z, grad_y0, pbar
 
 
 class Reversible:
@@ -162,158 +240,23 @@ class Reversible:
     def __repr__(self) -> str:
         return f"pyjode.Reversible({self.tableau.name!r}, coupling={self.coupling})"
 
-    def step(self, field, steps: BaseSteps, t0: float, t1: float, y: torch.Tensor, z: torch.Tensor, time,
-             with_error: bool = False):
-        """One reversible step from ``t0`` to ``t1``; returns ``(y1, z1, err)`` (``err`` is ``None``
-        unless ``with_error``: the base's error estimate of the backward base step)."""
-        y1 = torch.add(steps.phi(field, t0, t1, z, time), y - z, alpha=self.coupling)
-        if with_error:
-            back, err = steps.phi_with_error(field, t1, t0, y1, time)
-        else:
-            back, err = steps.phi(field, t1, t0, y1, time), None
-        return y1, z + (y1 - back), err
+    def stepper(self, like: torch.Tensor) -> ReversibleStepper:
+        """The stepper of this method over ODEs, for states like ``like``."""
+        return ReversibleStepper(BaseSteps(self.tableau, like), self.coupling)
 
-    def integrate(self, func: Callable, y0: torch.Tensor, ts: Sequence[float], *, rtol: float = 1e-7,
-                  atol: float = 1e-9, step_size: Optional[float] = None, max_steps: Optional[int] = None,
-                  norm: Callable = rms_norm, counter: Optional[Counter] = None, on_step: Optional[Callable] = None,
-                  first_step: Optional[float] = None, tstops: Optional[Sequence[float]] = None) -> List[torch.Tensor]:
-        """Solve from ``ts[0]`` through every time in ``ts``; return ``[y(ts[0]), y(ts[1]), ...]``.
-
-        Arguments as in :func:`pyjode.integrate.integrate`. ``on_step(t0, t1, y0, y1, None, None)`` is
-        called after each accepted step (the method has no stage-based dense output).
-        """
-        return self.solve(func, y0, ts, rtol=rtol, atol=atol, step_size=step_size, max_steps=max_steps,
-                          norm=norm, counter=counter, on_step=on_step, first_step=first_step, tstops=tstops).ys
-
-    def solve(self, func: Callable, y0: torch.Tensor, ts: Sequence[float], *, rtol: float = 1e-7,
-              atol: float = 1e-9, step_size: Optional[float] = None, max_steps: Optional[int] = None,
-              norm: Callable = rms_norm, counter: Optional[Counter] = None, on_step: Optional[Callable] = None,
-              first_step: Optional[float] = None, tstops: Optional[Sequence[float]] = None) -> ReversibleSolution:
-        """Like :meth:`integrate`, also returning the final pair ``(y_N, z_N)`` and the step times."""
-        counter = counter if counter is not None else Counter()
-        field = CountingField(_ShapeCheckedField(func), counter)
-        time = time_maker(y0)
-        ts = [float(t) for t in ts]
-        steps = BaseSteps(self.tableau, y0)
-        if self.adaptive:
-            sol = self._adaptive_loop(field, steps, y0, ts, rtol, atol, first_step or step_size, max_steps, norm,
-                                      counter, on_step, time, tstops)
-        else:
-            sol = self._fixed_loop(field, steps, y0, ts, step_size, max_steps, counter, on_step, time)
-            check_finite_outputs(sol.ys, ts, step_size)
-        self._check_drift(sol)
-        return sol
-
-    def _fixed_loop(self, field, steps, y0, ts, step_size, max_steps, counter, on_step, time):
-        if step_size is None:
-            raise ValueError(f"{self!r} wraps the fixed-step method {self.tableau.name!r}: pass step_size=...")
-        n_steps = fixed_step_counts(ts, step_size, max_steps)
-        y = z = y0
-        ys, times, output_steps = [y0], array("d", ts[:1]), [0]
-        for (ta, tb), n in zip(zip(ts[:-1], ts[1:]), n_steps):
-            h = (tb - ta) / n
-            for j in range(n):
-                t0 = times[-1]
-                t1 = tb if j == n - 1 else ta + (j + 1) * h
-                y1, z1, _ = self.step(field, steps, t0, t1, y, z, time)
-                if on_step is not None:
-                    on_step(t0, t1, y, y1, None, None)
-                y, z = y1, z1
-                times.append(t1)
-            counter.steps += n
-            ys.append(y)
-            output_steps.append(len(times) - 1)
-        return ReversibleSolution(ys, y, z, times, output_steps)
-
-    def _adaptive_loop(self, field, steps, y0, ts, rtol, atol, first_step, max_steps, norm, counter, on_step,
-                       time, tstops=None):
-        tableau = self.tableau
-        max_steps = DEFAULT_MAX_STEPS if max_steps is None else max_steps
-        controller = PIController()
-        k = min(tableau.order, tableau.error_order) + 1
-        t_end = ts[-1]
-        direction = 1.0 if t_end > ts[0] else -1.0
-        eps = torch.finfo(y0.dtype).eps
-        if first_step is None:
-            with torch.no_grad():
-                f0 = field(time(ts[0]), y0)
-                h = initial_step_size(field, ts[0], y0, f0, tableau.order, rtol, atol, norm, direction, time)
-        else:
-            h = abs(float(first_step))
-
-        y = z = y0
-        t, ys, times, output_steps = ts[0], [y0], array("d", ts[:1]), [0]
-        idx, attempts, prev_ratio, last_bad = 1, 0, 1.0, False
-        # Steps end exactly on every output time and on every tstop inside the span (points where the field
-        # is not smooth); the backward pass replays them as ordinary step boundaries.
-        inside = [float(s) for s in (tstops or ()) if 0 < (s - ts[0]) * direction < (t_end - ts[0]) * direction]
-        targets = sorted(set(ts[1:]) | set(inside), key=lambda s: (s - ts[0]) * direction)
-        outputs, target_idx = set(ts[1:]), 0
-        while idx < len(ts):
-            check_progress(h, t, t_end, eps, attempts, max_steps, counter, last_bad)
-            attempts += 1
-            # Land on the next target; stretch a step that would leave a sliver before it, rather than take
-            # the sliver next.
-            target = targets[target_idx]
-            clipped = h >= 0.99 * (target - t) * direction
-            t1 = target if clipped else t + direction * h
-            y1, z1, err = self.step(field, steps, t, t1, y, z, time, with_error=True)
-            with torch.no_grad():  # step control is not differentiated
-                scale = torch.maximum(y.abs(), y1.abs()).mul_(rtol).add_(atol)
-                ratio = float(norm(err.view(y.shape).div_(scale)))
-            h_used = abs(t1 - t)
-            if not ratio <= 1.0:  # also catches NaN
-                last_bad = not math.isfinite(ratio)
-                counter.rejected += 1
-                h = h_used * controller.reject_factor(ratio, k)
-                continue
-            last_bad = False
-            counter.steps += 1
-            if on_step is not None:
-                on_step(t, t1, y, y1, None, None)
-            t, y, z = t1, y1, z1
-            times.append(t1)
-            if clipped:
-                target_idx += 1
-                if t1 in outputs:
-                    ys.append(y1)
-                    output_steps.append(len(times) - 1)
-                    idx += 1
-            proposal = h_used * controller.accept_factor(ratio, prev_ratio, k)
-            # A step shortened only to land on a target says nothing against the step proposed before.
-            h = max(proposal, h) if clipped else proposal
-            prev_ratio = max(ratio, 1e-4)
-        return ReversibleSolution(ys, y, z, times, output_steps)
-
-    def _check_drift(self, sol: ReversibleSolution) -> None:
+    def check_drift(self, y: torch.Tensor, z: torch.Tensor, t_end: float) -> None:
         """Warn when ``y`` and ``z``, which track each other to local-error size, have separated: the sign
         that the parasitic mode (growth ``lambda exp(-h mu)`` per step) is unstable for this step size."""
-        if len(sol.times) < 2 or self.coupling == 1.0:
+        if y is z or self.coupling == 1.0:
             return
         with torch.no_grad():
-            gap = rms_norm((sol.y - sol.z).detach())
-            drift = float(gap / rms_norm(sol.y.detach()).clamp_min(torch.finfo(gap.dtype).tiny))
+            gap = rms_norm((y - z).detach())
+            drift = float(gap / rms_norm(y.detach()).clamp_min(torch.finfo(gap.dtype).tiny))
         if not drift <= DRIFT_WARN:
             warn_once(
                 "parasitic",
-                f"{self!r}: the two coupled states separated (|y - z| / |y| = {drift:.2g} at t={sol.times[-1]:.6g}), "
+                f"{self!r}: the two coupled states separated (|y - z| / |y| = {drift:.2g} at t={t_end:.6g}), "
                 f"so the scheme's parasitic mode grew and the solution is unreliable. This happens on dissipative "
                 f"fields when step_size * (decay rate) exceeds 1 - coupling = {1 - self.coupling:.3g}: take smaller "
                 f"steps or lower the coupling (e.g. Reversible(base, coupling=0.9))",
             )
-
-
-class _ShapeCheckedField:
-    """Checks the vector field's shape and dtype on its first evaluation only (base steps never pass f0)."""
-
-    __slots__ = ("func", "checked")
-
-    def __init__(self, func):
-        self.func, self.checked = func, False
-
-    def __call__(self, t, y):
-        f = self.func(t, y)
-        if not self.checked:
-            check_field_output(f, y)
-            self.checked = True
-        return f

@@ -9,18 +9,32 @@ after a rejection, must write into the other buffer or it would overwrite its ow
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 
+from .stepper import Stepper, time_maker
 from .tableau import ButcherTableau
 
+#: The state of an RK stepper: ``(y, f)`` with ``f = f(t, y)`` known (an FSAL stage, or evaluated after a
+#: jump) or ``None``.
+RKState = Tuple[torch.Tensor, Optional[torch.Tensor]]
 
-class RungeKutta:
-    """The explicit RK step of one tableau, with its coefficients cached on the state's dtype/device."""
+
+class RungeKutta(Stepper):
+    """The explicit RK step of one tableau, with its coefficients cached on the state's dtype/device.
+
+    As a :class:`~pyjode.stepper.Stepper` its state is ``(y, f)``, its error estimate the embedded one and
+    its dense output the tableau's continuous extension (``dense`` is the stage matrix ``K``).
+    """
 
     def __init__(self, tableau: ButcherTableau, like: torch.Tensor):
         self.tableau = tableau
+        self.adaptive = tableau.adaptive
+        self.order = tableau.order
+        self.error_order = tableau.error_order if tableau.adaptive else None
+        self.dense_output = tableau.interp is not None
+        self.time = time_maker(like)
         self.shape = like.shape
         self.numel = like.numel()
         opts = dict(dtype=like.dtype, device=like.device)
@@ -58,8 +72,35 @@ class RungeKutta:
             return second
         return first
 
-    def step(self, func: Callable, t: float, h: float, y: torch.Tensor, f0: Optional[torch.Tensor],
-             time: Callable[[float], torch.Tensor]):
+    # -- the stepper protocol ------------------------------------------------------------------------------
+
+    def init(self, field, t0: float, y0: torch.Tensor) -> RKState:
+        # FSAL methods need f(t0, y0) as their first stage; the others evaluate it inside each step.
+        return (y0, field(self.time(t0), y0) if self.fsal else None)
+
+    def step(self, field, t0: float, t1: float, state: RKState, control=None):
+        y, f = state
+        h = t1 - t0
+        y1, K = self.advance(field, t0, h, y, f, self.time)
+        err = self.error(K, h) if self.e is not None else None
+        return (y1, K[-1].view(self.shape) if self.fsal else None), err, K
+
+    def restart(self, field, t: float, state: RKState) -> RKState:
+        return (state[0], field(self.time(t), state[0]))
+
+    def output(self, state: RKState) -> torch.Tensor:
+        return state[0]
+
+    def slope(self, field, t: float, state: RKState) -> torch.Tensor:
+        return state[1] if state[1] is not None else field(self.time(t), state[0])
+
+    def interpolate(self, state: RKState, K: torch.Tensor, t0: float, t1: float, thetas) -> torch.Tensor:
+        return self.dense_many(state[0], K, t1 - t0, thetas)
+
+    # -- one step ----------------------------------------------------------------------------------------
+
+    def advance(self, func: Callable, t: float, h: float, y: torch.Tensor, f0: Optional[torch.Tensor],
+                time: Callable[[float], torch.Tensor]):
         """Advance ``y`` from ``t`` to ``t + h``; returns ``(y1, K)``.
 
         ``f0 = f(t, y)`` may be passed in (FSAL reuse); otherwise it is evaluated. For FSAL tableaus

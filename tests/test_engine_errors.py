@@ -12,6 +12,8 @@ import torch
 import pyjode
 from pyjode.adjoints import _BY_NAME
 from pyjode.integrate import Counter, integrate
+from pyjode.runge_kutta import RungeKutta
+from pyjode.step_control import StepControl
 from pyjode.tableau import TABLEAUS
 
 F64 = torch.float64
@@ -121,8 +123,8 @@ def nan_after_half(t, y):
 def test_adaptive_nan_is_rejected_then_raises_at_t(method):
     counter = Counter()
     with pytest.raises(RuntimeError, match="NaN or inf") as err:
-        integrate(nan_after_half, Y0, [0.0, 1.0], TABLEAUS[method], rtol=1e-6, atol=1e-8, max_steps=10_000,
-                  counter=counter)
+        integrate(RungeKutta(TABLEAUS[method], Y0), nan_after_half, Y0, [0.0, 1.0],
+                  StepControl(rtol=1e-6, atol=1e-8, max_steps=10_000), counter=counter)
     assert counter.rejected > 0 and counter.steps > 0  # it tried smaller steps before giving up
     assert abs(_reported_t(str(err.value)) - 0.5) < 1e-6
 

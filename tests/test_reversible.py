@@ -13,7 +13,9 @@ from torch import nn
 import pyjode
 from pyjode.adjoints.reversible import ReversibleAdjoint
 from pyjode import reversible as reversible_module
+from pyjode.integrate import integrate
 from pyjode.reversible import Reversible, ReversibleStabilityWarning
+from pyjode.step_control import StepControl
 
 F64 = torch.float64
 
@@ -94,12 +96,13 @@ def test_adaptive_solution_meets_tolerance_and_hits_output_times():
     ts = [0.0, 0.3, 1.1, 1.7, 3.0]
     y0 = torch.tensor([1.0, -0.5], dtype=F64)
     method = Reversible("tsit5")
-    sol = method.solve(_cos_field, y0, ts, rtol=1e-8, atol=1e-10)
+    sol = integrate(method.stepper(y0), _cos_field, y0, ts, StepControl(rtol=1e-8, atol=1e-10), keep_times=True)
     for i, t in enumerate(ts):
         assert sol.times[sol.output_steps[i]] == t
         assert torch.allclose(sol.ys[i], y0 * math.exp(math.sin(t)), rtol=1e-6, atol=0)
     assert list(sol.times) == sorted(sol.times)
-    with_stop = method.solve(_cos_field, y0, ts, rtol=1e-8, atol=1e-10, tstops=[0.77])
+    with_stop = integrate(method.stepper(y0), _cos_field, y0, ts, StepControl(rtol=1e-8, atol=1e-10, step_ts=[0.77]),
+                          keep_times=True)
     assert 0.77 in with_stop.times and len(with_stop.ys) == len(ts)
     assert torch.allclose(with_stop.ys[-1], sol.ys[-1], rtol=1e-6, atol=0)
 

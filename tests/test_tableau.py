@@ -148,7 +148,7 @@ def test_dense_output_local_error_rate(name):
     for theta in (0.37, 0.5, 0.8):
         errors = []
         for h in [0.4 / 2 ** k for k in range(5)]:
-            _, K = stepper.step(field, t0, h, y_start, None, time)
+            _, K = stepper.advance(field, t0, h, y_start, None, time)
             errors.append(float((stepper.dense(y_start, K, h, theta) - exact(t0 + theta * h)).abs()))
         rate = math.log2(errors[-2] / errors[-1])
         assert abs(rate - (q + 1)) < 0.2, (theta, errors)

@@ -19,6 +19,9 @@ import numpy as np
 import torch
 
 from ..integrate import Counter, integrate
+from ..norms import rms_norm
+from ..runge_kutta import RungeKutta
+from ..step_control import StepControl
 from ..norms import PartsNorm
 from ..tableau import get_tableau
 from ..trajectory import TrajectoryRecorder
@@ -120,7 +123,7 @@ class StandInPyJODE:
         counter = Counter()
         recorder = TrajectoryRecorder() if keep else None
         rhs = lambda t, u: F.rhs(u, float(t))  # noqa: E731
-        ys = integrate(rhs, y0.clone(), ts.tolist(), get_tableau(method), rtol=rtol, atol=atol,
+        ys = _integrate(rhs, y0.clone(), ts.tolist(), get_tableau(method), rtol=rtol, atol=atol,
                        step_size=step_size or None, max_steps=max_steps, counter=counter, on_step=recorder)
         for i, y in enumerate(ys):
             Y[i].copy_(y)
@@ -183,7 +186,7 @@ class StandInPyJODE:
         for i in range(N - 1, 0, -1):
             if not stored:
                 state[:n] = Y[i]
-            zs = integrate(adjoint_rhs, state.clone(), [tsl[i], tsl[i - 1]], tab, rtol=rtol, atol=atol,
+            zs = _integrate(adjoint_rhs, state.clone(), [tsl[i], tsl[i - 1]], tab, rtol=rtol, atol=atol,
                            step_size=step_size or None, max_steps=max_steps, counter=counter, on_step=on_step,
                            **norm)
             state.copy_(zs[-1])
@@ -215,7 +218,7 @@ class StandInPyJODE:
 
         for i in range(N - 1, 0, -1):
             z[:n] = Y[i]
-            zs = integrate(backsolve_rhs, z.clone(), [tsl[i], tsl[i - 1]], tab, rtol=rtol, atol=atol,
+            zs = _integrate(backsolve_rhs, z.clone(), [tsl[i], tsl[i - 1]], tab, rtol=rtol, atol=atol,
                            step_size=step_size or None, max_steps=max_steps, norm=errnorm, counter=counter)
             z.copy_(zs[-1])
             z[n:2 * n] += G[i - 1]
@@ -315,3 +318,9 @@ class StandInPyJODE:
             ybar = ybar + G[i - 1]
         gy0.copy_(ybar + zbar)
         return (6 * len(tab.b) * total, total, 0)
+
+
+def _integrate(func, y0, ts, tableau, *, rtol, atol, step_size, max_steps, counter, on_step=None, norm=rms_norm):
+    """The torch backend's loop with the settings of one Julia call."""
+    control = StepControl(rtol=rtol, atol=atol, step_size=step_size, max_steps=max_steps, norm=norm)
+    return integrate(RungeKutta(tableau, y0), func, y0, ts, control, counter=counter, on_step=on_step).ys

@@ -56,14 +56,13 @@ class Backsolve(ContinuousAdjoint):
             return torch.cat(out)
 
         tableau = self.backward_tableau(spec)
-        kwargs = self.backward_kwargs(spec)
         a = grad_ys[-1].reshape(-1)
         a_theta = ys.new_zeros(sum(sizes))
         last_h = StepHint(record.first_step)
         for i, t_hi, t_lo in interval_pairs(spec.ts):
             s = torch.cat([ys[i + 1].reshape(-1), a, a_theta])
-            s = run_method(tableau, field, s, [t_hi, t_lo], norm=norm, counter=counter, on_step=last_h,
-                           first_step=last_h.h if tableau.adaptive else None, **kwargs)[-1]
+            control = self.backward_control(spec, norm, last_h.h if tableau.adaptive else None)
+            s = run_method(tableau, field, s, [t_hi, t_lo], control, counter=counter, on_step=last_h).ys[-1]
             a = s[n:2 * n] + (grad_ys[i].reshape(-1) if i > 0 else 0)
             a_theta = s[2 * n:]
         grads, offset = [], 0

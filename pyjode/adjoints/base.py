@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
 
-from ..integrate import Counter, integrate
-from ..norms import rms_norm
+from ..integrate import Counter, Run, integrate
+from ..reversible import Reversible
+from ..runge_kutta import RungeKutta
 from ..stats import Stats
+from ..step_control import StepControl
 from ..tableau import ButcherTableau
 
 
@@ -17,32 +19,34 @@ from ..tableau import ButcherTableau
 class SolveSpec:
     """One validated ``odeint`` call.
 
-    ``ts`` are the output times as Python floats; ``method`` is a :class:`ButcherTableau` or a method
-    object with an ``integrate`` method (such as :class:`pyjode.Reversible`).
+    ``ts`` are the output times as Python floats; ``method`` is a :class:`ButcherTableau` or a
+    :class:`pyjode.Reversible`; ``control`` holds every step-size setting.
     """
 
     func: Callable
     y0: torch.Tensor
     t: torch.Tensor
-    ts: List[float]
+    ts: list
     method: Any
-    rtol: float
-    atol: float
-    step_size: Optional[float]
-    max_steps: Optional[int]
+    control: StepControl
     params: Tuple[torch.Tensor, ...]
     stats: Optional[Stats]
 
-    def solve_kwargs(self) -> dict:
-        return dict(rtol=self.rtol, atol=self.atol, step_size=self.step_size, max_steps=self.max_steps)
 
-
-def run_method(method, func, y0: torch.Tensor, ts: Sequence[float], *, norm=rms_norm,
-               counter: Optional[Counter] = None, **kwargs) -> List[torch.Tensor]:
-    """Integrate with a tableau through the shared loop, or with a method object's own ``integrate``."""
+def make_stepper(method, like: torch.Tensor):
+    """The stepper of an ``odeint`` method for states like ``like``."""
     if isinstance(method, ButcherTableau):
-        return integrate(func, y0, ts, method, norm=norm, counter=counter, **kwargs)
-    return method.integrate(func, y0, ts, norm=norm, counter=counter, **kwargs)
+        return RungeKutta(method, like)
+    return method.stepper(like)
+
+
+def run_method(method, func, y0: torch.Tensor, ts: Sequence[float], control: StepControl, *,
+               counter: Optional[Counter] = None, on_step: Optional[Callable] = None) -> Run:
+    """Integrate with the method's stepper through the shared loops."""
+    run = integrate(make_stepper(method, y0), func, y0, ts, control, counter=counter, on_step=on_step)
+    if isinstance(method, Reversible):
+        method.check_drift(*run.state, ts[-1])
+    return run
 
 
 def record_forward(stats: Optional[Stats], counter: Counter) -> None:

@@ -157,22 +157,22 @@ class ContinuousAdjoint(GradientMethod):
 
         return spec.method if self.method is None else get_tableau(self.method)
 
-    def backward_kwargs(self, spec: SolveSpec) -> dict:
-        return dict(rtol=spec.rtol if self.rtol is None else float(self.rtol),
-                    atol=spec.atol if self.atol is None else float(self.atol),
-                    step_size=spec.step_size, max_steps=spec.max_steps)
+    def backward_control(self, spec: SolveSpec, norm=None, first_step=None):
+        """The forward solve's control with this adjoint's tolerances, norm and first-step guess: options
+        such as ``max_steps``, ``max_step`` and ``jump_ts`` (the field's kinks) hold backwards too."""
+        control = spec.control.replace(rtol=self.rtol, atol=self.atol, first_step=first_step)
+        return control if norm is None else control.replace(norm=norm)
 
     def forward_solve(self, spec: SolveSpec, counter: Counter):
         hint = StepHint()
-        ys = run_method(spec.method, spec.func, spec.y0, spec.ts, counter=counter, on_step=hint,
-                        **spec.solve_kwargs())
+        ys = run_method(spec.method, spec.func, spec.y0, spec.ts, spec.control, counter=counter, on_step=hint).ys
         return ys, ForwardRecord(first_step=hint.h)
 
     def solve(self, spec: SolveSpec) -> torch.Tensor:
         if self.method is not None:
             self.check_method(self.backward_tableau(spec))
             tab = self.backward_tableau(spec)
-            if not tab.adaptive and spec.step_size is None:
+            if not tab.adaptive and spec.control.step_size is None:
                 raise ValueError(f"the backward method {tab.name!r} is fixed-step: pass step_size=... to odeint")
         return _ContinuousAdjointFunction.apply(self, spec, spec.y0, spec.t, *spec.params)
 

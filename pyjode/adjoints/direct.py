@@ -24,7 +24,7 @@ class Direct(GradientMethod):
         if spec.t.requires_grad and torch.is_grad_enabled():
             ys = self._solve_rescaled(spec, counter)
         else:
-            ys = run_method(spec.method, spec.func, spec.y0, spec.ts, counter=counter, **spec.solve_kwargs())
+            ys = run_method(spec.method, spec.func, spec.y0, spec.ts, spec.control, counter=counter).ys
         record_forward(spec.stats, counter)
         return torch.stack(ys)
 
@@ -32,16 +32,28 @@ class Direct(GradientMethod):
     def _solve_rescaled(spec: SolveSpec, counter: Counter):
         t = spec.t.to(spec.y0.dtype)
         ys, y = [spec.y0], spec.y0
+        control = spec.control
         for i in range(len(spec.ts) - 1):
             ta, dt = t[i], t[i + 1] - t[i]
-            span = abs(spec.ts[i + 1] - spec.ts[i])
+            span = spec.ts[i + 1] - spec.ts[i]
+            local = _rescaled_control(control, spec.ts[i], span)
 
             def field(s, y, ta=ta, dt=dt):
                 return dt * spec.func(ta + s * dt, y)
 
-            local = dict(spec.solve_kwargs())
-            if local["step_size"] is not None:
-                local["step_size"] = local["step_size"] / span
-            y = run_method(spec.method, field, y, [0.0, 1.0], counter=counter, **local)[-1]
+            y = run_method(spec.method, field, y, [0.0, 1.0], local, counter=counter).ys[-1]
             ys.append(y)
         return ys
+
+
+def _rescaled_control(control, ta: float, span: float):
+    """The control of one output interval in the time s = (t - ta) / span in [0, 1]."""
+    def rescale(times):
+        return tuple((x - ta) / span for x in times)
+
+    def length(x):
+        return None if x is None else x / abs(span)
+
+    return control.replace(step_size=length(control.step_size), first_step=length(control.first_step),
+                           min_step=control.min_step / abs(span), max_step=control.max_step / abs(span),
+                           step_ts=rescale(control.step_ts), jump_ts=rescale(control.jump_ts))

@@ -88,8 +88,8 @@ class Quadrature(ContinuousAdjoint):
         if self.state == "resolve":
             return super().forward_solve(spec, counter)
         recorder = TrajectoryRecorder()
-        ys = run_method(spec.method, spec.func, spec.y0, spec.ts, counter=counter, on_step=recorder,
-                        **spec.solve_kwargs())
+        ys = run_method(spec.method, spec.func, spec.y0, spec.ts, spec.control, counter=counter,
+                        on_step=recorder).ys
         if spec.method.interp is None:
             counter.nfe += 1  # Hermite interpolation needs f at the final time
         first_step = max(abs(h) for h in recorder.h[-2:]) if recorder.h else None
@@ -99,7 +99,6 @@ class Quadrature(ContinuousAdjoint):
         func, params, shape = spec.func, spec.params, spec.y0.shape
         n = spec.y0.numel()
         tableau = self.backward_tableau(spec)
-        kwargs = self.backward_kwargs(spec)
         xi, wq = np.polynomial.legendre.leggauss(self._nodes(tableau))
         trajectory = record.trajectory
         chunk = self.max_nodes_per_call or max(1, 2 ** 14 // n)
@@ -132,9 +131,8 @@ class Quadrature(ContinuousAdjoint):
         a = grad_ys[-1].reshape(-1)
         for i, t_hi, t_lo in interval_pairs(spec.ts):
             s = a if trajectory is not None else torch.cat([ys[i + 1].reshape(-1), a])
-            extra = {} if norm is None else {"norm": norm}
-            s = run_method(tableau, field, s, [t_hi, t_lo], counter=counter, on_step=nodes,
-                           first_step=nodes.last_h if tableau.adaptive else None, **extra, **kwargs)[-1]
+            control = self.backward_control(spec, norm, nodes.last_h if tableau.adaptive else None)
+            s = run_method(tableau, field, s, [t_hi, t_lo], control, counter=counter, on_step=nodes).ys[-1]
             nodes.close_interval(field, counter)
             a = s if trajectory is not None else s[n:]
             if i > 0:

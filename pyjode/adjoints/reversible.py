@@ -20,14 +20,14 @@ These are the exact gradients of the discrete reversible solution, to rounding.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from ..integrate import Counter, CountingField, time_maker
+from ..exact_adjoint import ExactReversibleAdjoint
+from ..integrate import Counter, CountingField, integrate
 from ..norms import rms_norm
-from ..reversible import BaseSteps, Reversible, warn_once
+from ..reversible import Reversible, reverse_sweep, warn_once
 from .base import GradientMethod, SolveSpec, record_backward, record_forward
 
 __all__ = ["ReversibleAdjoint"]
@@ -76,95 +76,47 @@ class ReversibleAdjoint(GradientMethod):
                 "adjoint='reversible' does not compute gradients with respect to t; pass t.detach(), or use "
                 "adjoint='direct' to differentiate the output times"
             )
-        return _ReversibleFunction.apply(_Run(self, spec), spec.y0, *spec.params)
+        return ExactReversibleAdjoint.apply(_ReversibleSolve(self, spec), spec.y0, *spec.params)
 
 
-class _Run:
-    """What the backward pass needs from the forward pass besides tensors (all Python scalars)."""
+class _ReversibleSolve:
+    """One reversible ODE solve for :class:`~pyjode.exact_adjoint.ExactReversibleAdjoint`: the forward pass
+    keeps the accepted step times (Python floats) and the final pair; the backward pass replays the steps."""
 
     def __init__(self, adjoint: ReversibleAdjoint, spec: SolveSpec):
         self.adjoint, self.spec = adjoint, spec
-        self.times: Sequence[float] = ()
-        self.output_steps: List[int] = []
 
-
-class _ReversibleFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, run: _Run, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        spec = run.spec
+    def forward(self, y0: torch.Tensor):
+        spec, method = self.spec, self.spec.method
         counter = Counter()
-        sol = spec.method.solve(spec.func, y0, spec.ts, counter=counter, **spec.solve_kwargs())
+        run = integrate(method.stepper(y0), spec.func, y0, spec.ts, spec.control, counter=counter, keep_times=True)
+        y_end, z_end = run.state
+        method.check_drift(y_end, z_end, spec.ts[-1])
         record_forward(spec.stats, counter)
-        run.times, run.output_steps = sol.times, sol.output_steps
-        _warn_if_reconstruction_risky(spec.method, len(sol.times) - 1, y0.dtype)
-        ctx.run = run
-        ctx.save_for_backward(y0, sol.y, sol.z)
-        return torch.stack(sol.ys)
+        self.times, self.output_steps = run.times, run.output_steps
+        _warn_if_reconstruction_risky(method, len(run.times) - 1, y0.dtype)
+        return torch.stack(run.ys), (y0, y_end, z_end)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_ys: torch.Tensor):
-        run: _Run = ctx.run
-        spec = run.spec
-        y0, y_end, z_end = ctx.saved_tensors
-        params = spec.params
+    def backward(self, saved, grad_ys: torch.Tensor, params):
+        spec, method, times = self.spec, self.spec.method, self.times
+        y0, y_end, z_end = saved
         counter = Counter()
-        y0_rebuilt, z0_rebuilt, grad_y0, grad_params = _backward_walk(
-            spec.method, spec.func, y_end, z_end, run.times, run.output_steps, grad_ys, params, counter)
-        counter.steps = len(run.times) - 1
+        stepper = method.stepper(y0)
+        output_at = {n: i for i, n in enumerate(self.output_steps)}
+
+        def grad_at(n):
+            if n is None:
+                return grad_ys[-1].clone()
+            return grad_ys[output_at[n]] if n in output_at else None
+
+        steps = ((n, times[n - 1], times[n], None) for n in range(len(times) - 1, 0, -1))
+        y0_rebuilt, z0_rebuilt, grad_y0, grad_params = reverse_sweep(
+            stepper.base, CountingField(spec.func, counter), method.coupling, y_end, z_end, steps, grad_at, params)
+        counter.steps = len(times) - 1
         record_backward(spec.stats, counter)
-        run.adjoint.reconstruction_error = _check_reconstruction(spec.method, y0, y0_rebuilt, z0_rebuilt, len(run.times) - 1)
-        return (None, grad_y0, *grad_params)
-
-
-def _backward_walk(method: Reversible, func, y: torch.Tensor, z: torch.Tensor, times: Sequence[float],
-                   output_steps: List[int], grad_ys: torch.Tensor, params: Tuple[torch.Tensor, ...],
-                   counter: Counter):
-    """The reverse recursion of the module docstring; returns ``(y_0, z_0, dL/dy_0, dL/dparams)``."""
-    field = CountingField(func, counter)
-    time = time_maker(y)
-    steps = BaseSteps(method.tableau, y)
-    lam = method.coupling
-    output_at = {n: i for i, n in enumerate(output_steps)}
-    ybar = grad_ys[-1].clone()
-    zbar: Optional[torch.Tensor] = None  # zbar_N = 0: the loss does not see z
-    pbar = [torch.zeros_like(p) for p in params]
-
-    def vjp(x: torch.Tensor, t0: float, t1: float, cotangent: torch.Tensor):
-        """``Phi_{t1-t0}(t0, x)`` and its VJP with respect to ``(x, *params)``, in one autograd call."""
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            out = steps.phi(field, t0, t1, xg, time)
-            grads = torch.autograd.grad(out, (xg, *params), cotangent, allow_unused=True)
-        return out.detach(), grads[0], grads[1:]
-
-    def accumulate(grads):
-        for acc, g in zip(pbar, grads):
-            if g is not None:
-                acc.add_(g)
-
-    for n in range(len(times) - 1, 0, -1):
-        t0, t1 = times[n - 1], times[n]
-        if zbar is None:
-            with torch.no_grad():
-                s1 = steps.phi(field, t1, t0, y, time)
-        else:
-            s1, gy, gp = vjp(y, t1, t0, -zbar)
-            ybar.add_(zbar).add_(gy)
-            accumulate(gp)
-        z_prev = z - y + s1
-        s2, gz, gp = vjp(z_prev, t0, t1, ybar)
-        accumulate(gp)
-        y_prev = (y - s2).div_(lam).add_(z_prev)
-        # out of place: autograd may hand back the cotangent itself as part of gz
-        zbar = torch.sub(gz if zbar is None else zbar + gz, ybar, alpha=lam)
-        ybar.mul_(lam)
-        if n - 1 in output_at:
-            ybar.add_(grad_ys[output_at[n - 1]])
-        y, z = y_prev, z_prev
-
-    grad_y0 = ybar if zbar is None else ybar + zbar
-    return y, z, grad_y0, pbar
+        self.adjoint.reconstruction_error = _check_reconstruction(method, y0, y0_rebuilt, z0_rebuilt,
+                                                                  len(times) - 1)
+        return grad_y0, grad_params
 
 
 def _warn_if_reconstruction_risky(method: Reversible, n_steps: int, dtype: torch.dtype) -> None:

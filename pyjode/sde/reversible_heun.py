@@ -20,77 +20,87 @@ Both F_n and F'_{n−1} read the same evaluation (f_n, g_n), so the backward pas
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
 import torch
 
-from .grid import increment_chunks
-from .noise_types import NOISE_TYPES
+from ..integrate import fixed_loop
+from ..stepper import Stepper, time_maker
 from .methods.method import SDEMethod
+from .noise_types import NOISE_TYPES
 
-REVERSIBLE_HEUN = SDEMethod("reversible_heun", "stratonovich", NOISE_TYPES, 1,
-                            "0.5 (1.0 for additive noise)", make_step=None)
-
-
-def solve(f_and_g: Callable, axpy: Callable, times: Sequence[torch.Tensor], hs: Sequence[float],
-          increments, y0: torch.Tensor, is_output: Sequence[bool]):
-    """Forward pass; returns (outputs y, z at the outputs, final (y, z, f, g)).
-
-    `axpy(y, g, dW, c)` = y + c·(g·dW). Differentiable by ordinary backprop when called with
-    grad enabled (adjoint="direct")."""
-    y, z = y0, y0
-    f, g = f_and_g(times[0], y0)
-    ys, zs = [y0], [y0]
-    for k0, dws in increments:
-        for j, dw in enumerate(dws):
-            k = k0 + j
-            h = hs[k]
-            z_next = axpy(torch.add(torch.sub(y, z).add_(y), f, alpha=h), g, dw, 1.0)
-            f_next, g_next = f_and_g(times[k + 1], z_next)
-            y = axpy(torch.add(y, f + f_next, alpha=0.5 * h), g + g_next, dw, 0.5)
-            z, f, g = z_next, f_next, g_next
-            if is_output[k + 1]:
-                ys.append(y)
-                zs.append(z)
-    return ys, zs, (y, z, f, g)
+REVERSIBLE_HEUN = SDEMethod("reversible_heun", "stratonovich", NOISE_TYPES, make_step=None)
 
 
-class _Problem:
-    """Everything the adjoint needs besides tensors; kept off the autograd graph."""
+class ReversibleHeunStepper(Stepper):
+    """Reversible Heun as a stepper: state (y, z, f, g) with (f, g) = (f, g)(t_n, z_n); control ΔW_n."""
 
-    def __init__(self, f_and_g, product, axpy, cotangent, times, hs, grid, bm, out_index, stats):
-        self.f_and_g, self.product, self.axpy, self.cotangent = f_and_g, product, axpy, cotangent
-        self.times, self.hs, self.grid, self.bm = times, hs, grid, bm
-        self.out_index, self.stats = out_index, stats
+    def __init__(self, f_and_g, axpy, like: torch.Tensor):
+        self.f_and_g, self.axpy, self.time = f_and_g, axpy, time_maker(like)
+
+    def init(self, field, t0: float, y0: torch.Tensor):
+        f, g = self.f_and_g(self.time(t0), y0)
+        return (y0, y0, f, g)
+
+    def step(self, field, t0: float, t1: float, state, dw):
+        y, z, f, g = state
+        h = t1 - t0
+        z1 = self.axpy(torch.add(torch.sub(y, z).add_(y), f, alpha=h), g, dw, 1.0)
+        f1, g1 = self.f_and_g(self.time(t1), z1)
+        y1 = self.axpy(torch.add(y, f + f1, alpha=0.5 * h), g + g1, dw, 0.5)
+        # z1 is handed on as the step's dense information, so that a caller can keep the outputs' z
+        return (y1, z1, f1, g1), None, z1
+
+    def output(self, state) -> torch.Tensor:
+        return state[0]
 
 
-def outputs(problem: _Problem, y0: torch.Tensor):
-    """The forward pass for `ExactReversibleAdjoint`: (ys, zs) at the outputs."""
-    increments = increment_chunks(problem.bm, problem.grid, y0.dtype, y0.device)
-    ys, zs, _ = solve(problem.f_and_g, problem.axpy, problem.times, problem.hs, increments, y0,
-                      _output_mask(problem))
-    return ys, zs
+class ReversibleHeunSolve:
+    """One reversible Heun solve for :class:`~pyjode.exact_adjoint.ExactReversibleAdjoint`: the forward pass
+    keeps y and z at the outputs; the backward pass is the module docstring's reverse sweep."""
+
+    def __init__(self, problem, product, cotangent):
+        self.problem, self.product, self.cotangent = problem, product, cotangent
+
+    def forward(self, y0: torch.Tensor):
+        p = self.problem
+        zs = {0: y0}
+
+        def keep_z(t0, t1, y, y1, dense, stepper, _k=[0]):
+            _k[0] += 1
+            if p.is_output[_k[0]]:
+                zs[_k[0]] = dense
+
+        stepper = ReversibleHeunStepper(p.f_and_g, p.axpy, y0)
+        counter = p.counting()
+        run = fixed_loop(stepper, None, y0, p.grid_list, p.is_output, p.control, counter, on_step=keep_z,
+                         controls=p.controls(y0))
+        p.record_forward(counter)
+        self.out_index = run.output_steps
+        ys = torch.stack(run.ys)
+        return ys, (ys, torch.stack([zs[k] for k in run.output_steps]))
+
+    def backward(self, saved, grad_ys, params):
+        ys, zs = saved
+        counter = self.problem.counting()
+        grad_y0, grad_params = _backward(self.problem, self.product, self.cotangent, self.out_index, ys, zs, grad_ys,
+                                         params)
+        counter.steps += len(self.problem.grid_list) - 1
+        self.problem.record_backward(counter)
+        return grad_y0, grad_params
 
 
-def _output_mask(problem: _Problem) -> list[bool]:
-    mask = [False] * len(problem.grid)
-    for i in problem.out_index:
-        mask[i] = True
-    return mask
-
-
-def backward(problem: _Problem, ys, zs, grad_ys, params, grad_params) -> torch.Tensor:
-    """The reverse sweep for `ExactReversibleAdjoint`: reconstruct (y_n, z_n), with one (f, g)
-    evaluation and one VJP per step; returns dL/dy0."""
-    f_and_g, product, cot = problem.f_and_g, problem.product, problem.cotangent
-    times, hs = problem.times, problem.hs
-    out_pos = {k: i for i, k in enumerate(problem.out_index)}
-    n_steps = len(problem.grid) - 1
+def _backward(problem, product, cot, out_index, ys, zs, grad_ys, params):
+    """The reverse sweep of the module docstring: reconstruct (y_n, z_n), with one (f, g) evaluation and
+    one VJP per step; returns (dL/dy0, [dL/dparam])."""
+    f_and_g, grid = problem.f_and_g, problem.grid_list
+    time = time_maker(ys)
+    out_pos = {k: i for i, k in enumerate(out_index)}
+    n_steps = len(grid) - 1
+    grad_params = [torch.zeros_like(p) for p in params]
 
     def evaluate(k, z):
         z_leaf = z.detach().requires_grad_(True)
         with torch.enable_grad():
-            f, g = f_and_g(times[k], z_leaf)
+            f, g = f_and_g(time(grid[k]), z_leaf)
         return z_leaf, f, g
 
     def vjp(node, a_f, a_g):
@@ -114,45 +124,34 @@ def backward(problem: _Problem, ys, zs, grad_ys, params, grad_params) -> torch.T
     y_bar = grad_ys[-1].clone()
     r = torch.zeros_like(y)                       # z̄ without the field terms of its node
     a_f, a_g = torch.zeros_like(node[1]), torch.zeros_like(node[2])
-    nfe = 1
     with torch.no_grad():
-        for k0, dws in increment_chunks(problem.bm, problem.grid, y.dtype, y.device, reverse=True):
-            for j in range(len(dws) - 1, -1, -1):
-                k = k0 + j
-                h, dw = hs[k], dws[j]
-                _, f1, g1 = node
-                f1, g1 = f1.detach(), g1.detach()
-                if k in out_pos:
-                    z_prev = zs[out_pos[k]]
-                else:
-                    z_prev = 2.0 * y - z - f1 * h - product(g1, dw)
-                prev = evaluate(k, z_prev)
-                nfe += 1
-                f0, g0 = prev[1].detach(), prev[2].detach()
-                if k in out_pos:
-                    y_prev = ys[out_pos[k]]
-                else:
-                    y_prev = y - (0.5 * h) * (f0 + f1) - 0.5 * product(g0 + g1, dw)
-                # Finish node k+1: step k reads it through ½F'_k(z_{k+1}).
-                half = 0.5 * y_bar
-                a_f = a_f + h * half
-                a_g = a_g + cot(half, dw)
-                c = r + vjp(node, a_f, a_g)
-                b = c + half                        # cotangent of F_k(z_k)
-                y_bar = y_bar + 2.0 * c
-                if k in out_pos:
-                    y_bar = y_bar + grad_ys[out_pos[k]]
-                r = -c
-                a_f, a_g = h * b, cot(b, dw)
-                y, z, node = y_prev, z_prev, prev
+        for k, dw in problem.reversed_controls(y):
+            h = grid[k + 1] - grid[k]
+            _, f1, g1 = node
+            f1, g1 = f1.detach(), g1.detach()
+            if k in out_pos:
+                z_prev = zs[out_pos[k]]
+            else:
+                z_prev = 2.0 * y - z - f1 * h - product(g1, dw)
+            prev = evaluate(k, z_prev)
+            f0, g0 = prev[1].detach(), prev[2].detach()
+            if k in out_pos:
+                y_prev = ys[out_pos[k]]
+            else:
+                y_prev = y - (0.5 * h) * (f0 + f1) - 0.5 * product(g0 + g1, dw)
+            # Finish node k+1: step k reads it through ½F'_k(z_{k+1}).
+            half = 0.5 * y_bar
+            a_f = a_f + h * half
+            a_g = a_g + cot(half, dw)
+            c = r + vjp(node, a_f, a_g)
+            b = c + half                        # cotangent of F_k(z_k)
+            y_bar = y_bar + 2.0 * c
+            if k in out_pos:
+                y_bar = y_bar + grad_ys[out_pos[k]]
+            r = -c
+            a_f, a_g = h * b, cot(b, dw)
+            y, z, node = y_prev, z_prev, prev
         z0_bar = r + vjp(node, a_f, a_g)
-    stats = problem.stats
-    if stats is not None:
-        _set(stats, "nfe_backward", nfe)
-        _set(stats, "steps_backward", n_steps)
-    return y_bar + z0_bar
+    return y_bar + z0_bar, grad_params
 
 
-def _set(stats, name: str, value: int) -> None:
-    if hasattr(stats, name):
-        setattr(stats, name, value)

@@ -1,4 +1,5 @@
-"""pyjode.sdeint: fixed-step SDE solves with direct or exact reversible gradients."""
+"""pyjode.sdeint: fixed-step SDE solves with direct or exact reversible gradients, through the one
+fixed-step loop of :mod:`pyjode.integrate` with each method as a stepper driven by Brownian increments."""
 from __future__ import annotations
 
 import math
@@ -6,13 +7,18 @@ from typing import Sequence
 
 import torch
 
+from ..adjoints.base import record_backward, record_forward
+from ..exact_adjoint import ExactReversibleAdjoint
+from ..integrate import Counter, fixed_loop
+from ..reversible import ReversibleStepper
+from ..step_control import StepControl
 from .brownian import BrownianPath
-from .exact_adjoint import ExactReversibleAdjoint
 from .grid import GridNoise, dyadic_step_grid, increment_chunks, step_grid
 from .methods import EULER, HEUN, MIDPOINT, MILSTEIN, SDEMethod
-from .noise_types import (check_sde, diffusion_axpy, diffusion_cotangent, diffusion_product,
-                          noise_shape)
-from . import reversible_base, reversible_heun
+from .methods.method import SDEStepper
+from .noise_types import check_sde, diffusion_axpy, diffusion_cotangent, diffusion_product, noise_shape
+from . import reversible_heun
+from .reversible_base import ReversibleSDESolve, SDEBaseStep
 
 METHODS: dict[str, SDEMethod] = {m.name: m for m in
                                  (EULER, MILSTEIN, HEUN, MIDPOINT, reversible_heun.REVERSIBLE_HEUN)}
@@ -36,8 +42,9 @@ def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method="
     drawn for that grid alone, seeded from torch's global generator), or are equal steps <= dt for
     other Brownian objects. adjoint="reversible" (with method="reversible_heun" or a
     `pyjode.Reversible`) gives exact gradients of the discrete solution in O(1) memory in the
-    number of steps. `stats` (e.g. pyjode.Stats()) receives nfe_forward, steps_forward and,
-    after backward, nfe_backward, steps_backward; one nfe is one evaluation of (f, g).
+    number of steps. `stats` (e.g. pyjode.Stats()) accumulates, as in `odeint`: nfe_forward,
+    steps_forward and, after backward, nfe_backward, steps_backward; one nfe is one evaluation of
+    the drift (`f` or `f_and_g`), counted as it happens, including the first one that checks shapes.
 
     Returns a tensor of shape (len(t), *y0.shape).
     """
@@ -47,72 +54,92 @@ def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method="
     y0 = _check_y0(y0)
     t_host = _check_times(t)
     dt = _check_dt(dt)
-    f_and_g = _f_and_g(sde)
+    counted = _CountedSDE(sde)
+    f_and_g = counted.f_and_g
     with torch.no_grad():
         f0, g0 = f_and_g(t_host[0].to(device=y0.device, dtype=y0.dtype), y0)
     _check_outputs(f0, g0, y0)
     shape = noise_shape(noise_type, y0, g0, where)
     bm, grid, out_index = _path_and_grid(bm, shape, t_host, dt, y0)
-    times = grid.to(device=y0.device, dtype=y0.dtype).unbind(0)
-    hs = grid.diff().tolist()
-    product = diffusion_product(noise_type)
-    is_output = [False] * len(grid)
-    for i in out_index:
-        is_output[i] = True
+    problem = _Problem(counted, f_and_g, diffusion_axpy(noise_type), grid, out_index, bm, dt, stats)
 
-    n_steps = len(grid) - 1
-    base_steps = 1 if coupling is None else 2
-    if stats is not None:
-        # The validation call, the steps, and reversible Heun's evaluation at the initial state.
-        initial = 1 + (scheme is reversible_heun.REVERSIBLE_HEUN)
-        reversible_heun._set(stats, "nfe_forward", initial + base_steps * scheme.evals_per_step * n_steps)
-        reversible_heun._set(stats, "steps_forward", n_steps)
-
-    if coupling is not None:
-        problem = reversible_base.Problem(scheme.make_step(sde, f_and_g, product, noise_type), times, hs,
-                                          grid, bm, out_index, is_output, coupling, scheme.evals_per_step,
-                                          stats)
-        if adjoint == "reversible":
-            ys = ExactReversibleAdjoint.apply(reversible_base, problem, y0, *_adjoint_params(sde, adjoint_params))
-        else:
-            increments = increment_chunks(bm, grid, y0.dtype, y0.device)
-            ys = torch.stack(reversible_base.solve(problem.step, times, hs, increments, y0, is_output,
-                                                   coupling)[0])
-    elif adjoint == "reversible":
-        params = _adjoint_params(sde, adjoint_params)
-        problem = reversible_heun._Problem(f_and_g, product, diffusion_axpy(noise_type),
-                                           diffusion_cotangent(noise_type),
-                                           times, hs, grid, bm, out_index, stats)
-        ys = ExactReversibleAdjoint.apply(reversible_heun, problem, y0, *params)
+    if scheme is reversible_heun.REVERSIBLE_HEUN:
+        stepper = reversible_heun.ReversibleHeunStepper(f_and_g, problem.axpy, y0)
     else:
-        increments = increment_chunks(bm, grid, y0.dtype, y0.device)
-        if scheme is reversible_heun.REVERSIBLE_HEUN:
-            out, _, _ = reversible_heun.solve(f_and_g, diffusion_axpy(noise_type), times, hs,
-                                              increments, y0, is_output)
+        stepper = SDEStepper(scheme.make_step(counted, f_and_g, noise_type), y0)
+        if coupling is not None:
+            stepper = ReversibleStepper(SDEBaseStep(stepper.step_fn, y0), coupling)
+    if adjoint == "reversible":
+        if coupling is not None:
+            solve = ReversibleSDESolve(problem, stepper)
         else:
-            step = scheme.make_step(sde, f_and_g, product, noise_type)
-            out = _solve(step, times, hs, increments, y0, is_output)
-        ys = torch.stack(out)
-    _check_finite(ys, t_host)
-    return ys
+            solve = reversible_heun.ReversibleHeunSolve(problem, diffusion_product(noise_type),
+                                                        diffusion_cotangent(noise_type))
+        return ExactReversibleAdjoint.apply(solve, y0, *_adjoint_params(sde, adjoint_params))
+    counter = problem.counting()
+    run = fixed_loop(stepper, None, y0, problem.grid_list, problem.is_output, problem.control, counter,
+                     controls=problem.controls(y0))
+    problem.record_forward(counter)
+    return torch.stack(run.ys)
 
 
-def _solve(step, times, hs, increments, y0, is_output) -> list[torch.Tensor]:
-    y, out = y0, [y0]
-    for k0, dws in increments:
-        for j, dw in enumerate(dws):
-            k = k0 + j
-            y = step(times[k], times[k + 1], hs[k], y, dw)
-            if is_output[k + 1]:
-                out.append(y)
-    return out
+class _CountedSDE:
+    """The user's SDE with its drift evaluations counted into whichever counter is current: one way of
+    counting for every method and pass (diffusion-only calls, as Milstein's derivative, are not counted)."""
+
+    def __init__(self, sde):
+        self._sde, self.counter = sde, Counter()
+
+    def f(self, t, y):
+        self.counter.nfe += 1
+        return self._sde.f(t, y)
+
+    def f_and_g(self, t, y):
+        self.counter.nfe += 1
+        if callable(getattr(self._sde, "f_and_g", None)):
+            return self._sde.f_and_g(t, y)
+        return self._sde.f(t, y), self._sde.g(t, y)
+
+    def __getattr__(self, name):
+        return getattr(self._sde, name)
 
 
-def _f_and_g(sde):
-    if callable(getattr(sde, "f_and_g", None)):
-        return sde.f_and_g
-    f, g = sde.f, sde.g
-    return lambda t, y: (f(t, y), g(t, y))
+class _Problem:
+    """The step grid, its Brownian increments and the counting of one sdeint call."""
+
+    def __init__(self, counted: _CountedSDE, f_and_g, axpy, grid: torch.Tensor, out_index, bm, dt: float, stats):
+        self.counted, self.f_and_g, self.axpy = counted, f_and_g, axpy
+        self.grid, self.grid_list, self.bm, self.stats = grid, grid.tolist(), bm, stats
+        self.is_output = [False] * len(grid)
+        for i in out_index:
+            self.is_output[i] = True
+        self.control = StepControl(step_size=dt)
+        self._first = True
+
+    def controls(self, like: torch.Tensor):
+        """The Brownian increments of the steps, in order, fetched a chunk at a time."""
+        for _, dws in increment_chunks(self.bm, self.grid, like.dtype, like.device):
+            yield from dws
+
+    def reversed_controls(self, like: torch.Tensor):
+        """``(k, increment of step k)`` from the last step to the first: the same noise, replayed."""
+        for k0, dws in increment_chunks(self.bm, self.grid, like.dtype, like.device, reverse=True):
+            for j in range(len(dws) - 1, -1, -1):
+                yield k0 + j, dws[j]
+
+    def counting(self) -> Counter:
+        """The counter that the SDE's evaluations go to from now on: for the forward pass the one that
+        already holds the evaluation checking shapes, afterwards a fresh one per pass."""
+        if not self._first:
+            self.counted.counter = Counter()
+        self._first = False
+        return self.counted.counter
+
+    def record_forward(self, counter: Counter) -> None:
+        record_forward(self.stats, counter)
+
+    def record_backward(self, counter: Counter) -> None:
+        record_backward(self.stats, counter)
 
 
 def _fits(m: SDEMethod, noise_type: str, sde_type: str) -> bool:
@@ -227,11 +254,3 @@ def _adjoint_params(sde, adjoint_params) -> list[torch.Tensor]:
     else:
         params = adjoint_params
     return [p for p in params if isinstance(p, torch.Tensor) and p.requires_grad]
-
-
-def _check_finite(ys: torch.Tensor, t_host: torch.Tensor) -> None:
-    finite = torch.isfinite(ys.detach()).reshape(len(ys), -1).all(dim=1)
-    if not bool(finite.all()):
-        first = int((~finite).nonzero()[0, 0])
-        raise RuntimeError(f"sdeint: the solution became NaN/inf by t={t_host[first].item()}; "
-                           "try a smaller dt, a more stable method, or check the sde's f and g.")

@@ -9,7 +9,7 @@ from ..noise_types import NOISE_TYPES, diffusion_axpy
 from .method import SDEMethod, Step
 
 
-def _make_step(sde, f_and_g, product, noise_type) -> Step:
+def _make_step(sde, f_and_g, noise_type) -> Step:
     axpy = diffusion_axpy(noise_type)
 
     def step(t0, t1, h, y, dw):
@@ -18,4 +18,4 @@ def _make_step(sde, f_and_g, product, noise_type) -> Step:
     return step
 
 
-EULER = SDEMethod("euler", "ito", NOISE_TYPES, 1, "0.5 (1.0 for additive noise)", _make_step)
+EULER = SDEMethod("euler", "ito", NOISE_TYPES, _make_step)

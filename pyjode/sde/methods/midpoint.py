@@ -12,7 +12,7 @@ from ..noise_types import NOISE_TYPES, diffusion_axpy
 from .method import SDEMethod, Step
 
 
-def _make_step(sde, f_and_g, product, noise_type) -> Step:
+def _make_step(sde, f_and_g, noise_type) -> Step:
     axpy = diffusion_axpy(noise_type)
 
     def step(t0, t1, h, y, dw):
@@ -23,5 +23,4 @@ def _make_step(sde, f_and_g, product, noise_type) -> Step:
     return step
 
 
-MIDPOINT = SDEMethod("midpoint", "stratonovich", NOISE_TYPES, 2,
-                     "1.0 (commuting noise), 0.5 otherwise", _make_step)
+MIDPOINT = SDEMethod("midpoint", "stratonovich", NOISE_TYPES, _make_step)

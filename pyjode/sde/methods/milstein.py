@@ -12,7 +12,7 @@ from ..noise_types import diffusion_and_jvp, diffusion_axpy
 from .method import SDEMethod, Step
 
 
-def _make_step(sde, f_and_g, product, noise_type) -> Step:
+def _make_step(sde, f_and_g, noise_type) -> Step:
     axpy = diffusion_axpy(noise_type)
     if noise_type == "additive":
         def additive_step(t0, t1, h, y, dw):
@@ -28,5 +28,4 @@ def _make_step(sde, f_and_g, product, noise_type) -> Step:
     return step
 
 
-MILSTEIN = SDEMethod("milstein", "ito", ("diagonal", "scalar", "additive"), 2,
-                     "1.0 (commuting noise)", _make_step)
+MILSTEIN = SDEMethod("milstein", "ito", ("diagonal", "scalar", "additive"), _make_step)

@@ -1,0 +1,33 @@
+"""The one autograd function of the algebraically reversible solvers (ODE and SDE alike).
+
+A solve object provides ``forward(y0) -> (ys, saved)``, its forward pass without a graph returning the
+stacked outputs and the tensors its backward pass needs (the final coupled pair, and whatever else it keeps
+between the passes), and ``backward(saved, grad_ys, params) -> (dL/dy0, [dL/dparam])``, the reverse sweep
+that rebuilds the states from the saved ones. Only ``saved`` is kept between the passes.
+"""
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+
+class ExactReversibleAdjoint(torch.autograd.Function):
+    """ys = the solve's outputs; backward is the solve's exact O(1)-memory reverse sweep."""
+
+    @staticmethod
+    def forward(ctx, solve, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            ys, saved = solve.forward(y0)
+        ctx.solve, ctx.n_saved = solve, len(saved)
+        ctx.save_for_backward(*saved, *params)
+        return ys
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_ys: torch.Tensor):
+        tensors = ctx.saved_tensors
+        saved, params = tensors[:ctx.n_saved], tensors[ctx.n_saved:]
+        wanted = [p for p in params if p.requires_grad]
+        grad_y0, grad_params = ctx.solve.backward(saved, grad_ys, tuple(wanted))
+        it = iter(grad_params)
+        return (None, grad_y0, *[next(it) if p.requires_grad else None for p in params])

@@ -1,0 +1,119 @@
+"""How a solve chooses its steps: one object, validated once and passed down whole.
+
+``odeint`` builds a :class:`StepControl` from its arguments; the loops in :mod:`pyjode.integrate` read it;
+the continuous adjoints derive their backward solves' control from the forward one with
+:meth:`StepControl.replace`, so an option given to the forward solve (a norm, ``max_steps``, the times
+where the field has kinks) reaches the backward solves too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Tuple
+
+from .norms import rms_norm
+from .step_size import PIController
+
+DEFAULT_MAX_STEPS = 100_000
+
+
+def _times(name: str, values) -> Tuple[float, ...]:
+    if values is None:
+        return ()
+    try:
+        out = tuple(float(v) for v in (values.detach().reshape(-1).tolist() if hasattr(values, "detach")
+                                       else values))
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence or 1-D tensor of times, got {type(values).__name__}") from None
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{name} contains NaN or inf")
+    return out
+
+
+@dataclass(frozen=True)
+class StepControl:
+    """The step-size settings of one solve.
+
+    Attributes:
+        rtol, atol: an adaptive step is accepted when ``norm(err / (atol + rtol * max(|y0|, |y1|))) <= 1``.
+        norm: the error norm (see :mod:`pyjode.norms`).
+        step_size: the step of a fixed-step method: each stretch between consecutive output, step and jump
+            times is split into equal steps no longer than this.
+        first_step: the first step of an adaptive method (default: Hairer's selection, one evaluation).
+        max_steps: cap on attempted steps (accepted + rejected); ``None`` means 100 000 for adaptive
+            methods and no cap for fixed-step ones.
+        min_step, max_step: bounds on adaptive steps. A step that fails its error test at ``min_step``
+            raises a ``RuntimeError`` rather than being accepted.
+        step_ts: times every step sequence must land on (for example where a forcing term is sampled).
+        jump_ts: times where the field is not smooth (a kink or a jump): steps land on them and, after
+            one, the first stage is evaluated afresh instead of reusing the last one (FSAL) of the
+            step before. Both are ignored outside the solve's span.
+        controller: the PI controller of adaptive steps.
+    """
+
+    rtol: float = 1e-7
+    atol: float = 1e-9
+    norm: Callable = rms_norm
+    step_size: Optional[float] = None
+    first_step: Optional[float] = None
+    max_steps: Optional[int] = None
+    min_step: float = 0.0
+    max_step: float = math.inf
+    step_ts: Tuple[float, ...] = ()
+    jump_ts: Tuple[float, ...] = ()
+    controller: PIController = PIController()
+
+    def __post_init__(self):
+        for name in ("rtol", "atol"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
+                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+            object.__setattr__(self, name, float(v))
+        if self.rtol == 0 and self.atol == 0:
+            raise ValueError("rtol and atol cannot both be 0")
+        if not callable(self.norm):
+            raise TypeError(f"norm must be callable as norm(tensor) -> 0-dim tensor, got {type(self.norm).__name__}")
+        for name in ("step_size", "first_step"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
+                raise ValueError(f"{name} must be a positive number or None, got {v!r}")
+            object.__setattr__(self, name, float(v))
+        if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int)
+                                           or self.max_steps < 1):
+            raise ValueError(f"max_steps must be a positive integer or None, got {self.max_steps!r}")
+        for name in ("min_step", "max_step"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or math.isnan(v):
+                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+            object.__setattr__(self, name, float(v))
+        if not self.min_step <= self.max_step or self.max_step == 0:
+            raise ValueError(f"need 0 <= min_step <= max_step and max_step > 0, got min_step={self.min_step}, "
+                             f"max_step={self.max_step}")
+        object.__setattr__(self, "step_ts", _times("step_ts", self.step_ts))
+        object.__setattr__(self, "jump_ts", _times("jump_ts", self.jump_ts))
+
+    def replace(self, **changes) -> "StepControl":
+        """A copy with some settings changed (``None`` for rtol/atol keeps the current value)."""
+        changes = {k: v for k, v in changes.items() if not (k in ("rtol", "atol") and v is None)}
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def attempt_cap(self) -> int:
+        return DEFAULT_MAX_STEPS if self.max_steps is None else self.max_steps
+
+    def targets(self, t0: float, t_end: float, extra: Sequence[float] = ()) -> Tuple[list, set]:
+        """The times strictly inside ``(t0, t_end]`` that steps must land on, in the direction of the
+        solve and ending with ``t_end``, and the subset of them that are jumps."""
+        direction = 1.0 if t_end >= t0 else -1.0
+        span = (t_end - t0) * direction
+
+        def inside(s):
+            return 0 < (s - t0) * direction < span
+
+        jumps = {s for s in self.jump_ts if inside(s)}
+        stops = {s for s in (*self.step_ts, *extra) if inside(s)} | jumps | {t_end}
+        return sorted(stops, key=lambda s: (s - t0) * direction), jumps
