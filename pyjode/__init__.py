@@ -8,6 +8,9 @@ from .adjoints.reversible import ReversibleAdjoint
 from .neural_ode import NeuralODE
 from .norms import PartsNorm, max_norm, rms_norm
 from .odeint import odeint
+from .solution import Solution
+from .solve import solve
+from .step_control import StepControl
 from .reversible import Reversible, ReversibleStabilityWarning
 from .sde import BrownianPath, CosineNoise, PiecewiseLinearNoise, WongZakai, sdeint
 from .stats import Stats
@@ -39,7 +42,10 @@ __all__ = [
     "ReversibleStabilityWarning",
     "rms_norm",
     "sdeint",
+    "Solution",
+    "solve",
     "Stats",
+    "StepControl",
     "taylor_coefficients",
     "taylor_lagrange_step",
     "TaylorLagrange",

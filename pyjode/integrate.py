@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import torch
 
-from .step_control import StepControl
+from .step_control import StepControl, beside
 from .step_size import initial_step_size
 from .stepper import Stepper
 
@@ -153,17 +153,19 @@ def fixed_loop(stepper: Stepper, field, y0: torch.Tensor, grid: Sequence[float],
                control: StepControl, counter: Counter, on_step=None, keep_times: bool = False,
                controls: Optional[Iterable] = None) -> Run:
     """Step through ``grid`` (Python floats); ``controls`` yields one driving increment per step (SDEs)."""
-    jumps = set(control.jump_ts)
-    state = stepper.init(field, grid[0], y0)
+    dtype = y0.dtype
+    state = stepper.init(field, control.evaluation_span(grid[0], grid[1], dtype)[0], y0)
     ys, times, output_steps = [y0], (array("d", grid) if keep_times else None), [0]
     controls = iter(controls) if controls is not None else None
     for k in range(len(grid) - 1):
-        t0, t1 = grid[k], grid[k + 1]
+        t0, t1 = control.evaluation_span(grid[k], grid[k + 1], dtype)
         c = next(controls) if controls is not None else None
         state1, _, dense = stepper.step(field, t0, t1, state, c)
         if on_step is not None:
             on_step(t0, t1, stepper.output(state), stepper.output(state1), dense, stepper)
-        state = stepper.restart(field, t1, state1) if t1 in jumps and k < len(grid) - 2 else state1
+        if control.is_jump(grid[k + 1]) and k < len(grid) - 2:
+            state1 = stepper.restart(field, control.evaluation_span(grid[k + 1], grid[k + 2], dtype)[0], state1)
+        state = state1
         if is_output[k + 1]:
             ys.append(stepper.output(state))
             output_steps.append(k + 1)
@@ -211,7 +213,8 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
     # Steps land on these; a stepper without dense output lands on every output time as well.
     targets, jumps = control.targets(t0, t_end, extra=() if stepper.dense_output else ts[1:])
 
-    state = stepper.init(field, t0, y0)
+    dtype = y0.dtype
+    state = stepper.init(field, control.evaluation_span(t0, t_end, dtype)[0], y0)
     first = control.first_step if control.first_step is not None else control.step_size
     if first is None:
         with torch.no_grad():
@@ -234,7 +237,9 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
         check_progress(h_used, t, t_end, eps, attempts, control, counter, last_bad)
         attempts += 1
         t1 = target if clipped else t + direction * h_used
-        state1, err, dense = stepper.step(field, t, t1, state, None)
+        # the times the step is evaluated between: just inside any jump it starts or ends on
+        ta, tb = control.evaluation_span(t, t1, dtype)
+        state1, err, dense = stepper.step(field, ta, tb, state, None)
         y1 = stepper.output(state1)
         with torch.no_grad():  # step control is not differentiated
             scale = torch.maximum(y.abs(), y1.abs()).mul_(rtol).add_(atol)
@@ -254,10 +259,10 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
         accepted += 1
         thetas = []
         while idx < n_out and (ts[idx] - t1) * direction < 0:
-            thetas.append((ts[idx] - t) / (t1 - t))
+            thetas.append((ts[idx] - ta) / (tb - ta))
             idx += 1
         if thetas:  # every output inside this step from one dense-output product
-            ys.extend(stepper.interpolate(state, dense, t, t1, thetas).unbind(0))
+            ys.extend(stepper.interpolate(state, dense, ta, tb, thetas).unbind(0))
         if keep_times:
             times.append(t1)
         if idx < n_out and ts[idx] == t1:
@@ -265,11 +270,11 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
             output_steps.append(accepted)
             idx += 1
         if on_step is not None:
-            on_step(t, t1, y, y1, dense, stepper)
+            on_step(ta, tb, y, y1, dense, stepper)
         if clipped:
             ti += 1
-            if t1 in jumps:
-                state1 = stepper.restart(field, t1, state1)
+            if t1 in jumps and idx < n_out:
+                state1 = stepper.restart(field, beside(t1, t1 + direction, dtype), state1)
         t, y, state = t1, y1, state1
         fac = controller.accept_factor(ratio, prev_ratio, k)
         # Hairer's rule: the step after a rejection may not grow, which stops reject/accept cascades.

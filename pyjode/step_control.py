@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Optional, Sequence, Tuple
+
+import torch
 
 from .norms import rms_norm
 from .step_size import PIController
@@ -47,9 +50,11 @@ class StepControl:
         min_step, max_step: bounds on adaptive steps. A step that fails its error test at ``min_step``
             raises a ``RuntimeError`` rather than being accepted.
         step_ts: times every step sequence must land on (for example where a forcing term is sampled).
-        jump_ts: times where the field is not smooth (a kink or a jump): steps land on them and, after
-            one, the first stage is evaluated afresh instead of reusing the last one (FSAL) of the
-            step before. Both are ignored outside the solve's span.
+        jump_ts: times where the field is not smooth (a kink or a jump): steps land on them, a step
+            ending at one is evaluated up to the last time before it and the next from the first time
+            after it (adjacent floats of the state's dtype, as diffrax does), and the cached first
+            stage (FSAL) is evaluated afresh there. So every stage sees the field from the side of its
+            own step, in either direction of integration. Both are ignored outside the solve's span.
         controller: the PI controller of adaptive steps.
     """
 
@@ -96,6 +101,21 @@ class StepControl:
         object.__setattr__(self, "step_ts", _times("step_ts", self.step_ts))
         object.__setattr__(self, "jump_ts", _times("jump_ts", self.jump_ts))
 
+    @cached_property
+    def _jumps(self) -> frozenset:
+        return frozenset(self.jump_ts)
+
+    def evaluation_span(self, t0: float, t1: float, dtype: torch.dtype) -> Tuple[float, float]:
+        """The times a step from ``t0`` to ``t1`` is evaluated between: an end on a jump moves to the
+        adjacent float of ``dtype`` inside the step."""
+        if not self._jumps:
+            return t0, t1
+        return (beside(t0, t1, dtype) if t0 in self._jumps else t0,
+                beside(t1, t0, dtype) if t1 in self._jumps else t1)
+
+    def is_jump(self, t: float) -> bool:
+        return t in self._jumps
+
     def replace(self, **changes) -> "StepControl":
         """A copy with some settings changed (``None`` for rtol/atol keeps the current value)."""
         changes = {k: v for k, v in changes.items() if not (k in ("rtol", "atol") and v is None)}
@@ -117,3 +137,10 @@ class StepControl:
         jumps = {s for s in self.jump_ts if inside(s)}
         stops = {s for s in (*self.step_ts, *extra) if inside(s)} | jumps | {t_end}
         return sorted(stops, key=lambda s: (s - t0) * direction), jumps
+
+
+def beside(t: float, toward: float, dtype: torch.dtype) -> float:
+    """The float of ``dtype`` next to ``t`` (as the field's time tensor rounds it) in the direction of
+    ``toward``: the first time strictly on that side of ``t``."""
+    a = torch.tensor(t, dtype=dtype)
+    return float(torch.nextafter(a, torch.tensor(toward, dtype=dtype)))

@@ -110,10 +110,6 @@ class ButcherTableau:
     def adaptive(self) -> bool:
         return self.b_error is not None
 
-    @property
-    def b_hat(self) -> Optional[np.ndarray]:
-        return None if self.b_error is None else self.b - self.b_error
-
     def interp_weights(self, theta: float) -> np.ndarray:
         """The dense-output weights ``b_i(theta)`` (requires ``interp``)."""
         powers = theta ** np.arange(1, self.interp.shape[1] + 1)

@@ -193,7 +193,7 @@ def test_bad_tableau_raises(change, match):
 def test_good_tableau_builds_and_resolves():
     tab = ButcherTableau(**GOOD)
     assert get_tableau(tab) is tab
-    assert tab.stages == 2 and not tab.adaptive and tab.b_hat is None
+    assert tab.stages == 2 and not tab.adaptive and tab.b_error is None
 
 
 def test_get_tableau_errors():

@@ -17,10 +17,6 @@ _BY_NAME = {
 }
 
 
-def register(name: str, cls) -> None:
-    _BY_NAME[name] = cls
-
-
 def resolve_adjoint(adjoint) -> GradientMethod:
     if isinstance(adjoint, GradientMethod):
         return adjoint

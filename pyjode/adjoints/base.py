@@ -31,6 +31,7 @@ class SolveSpec:
     control: StepControl
     params: Tuple[torch.Tensor, ...]
     stats: Optional[Stats]
+    on_step: Optional[Callable] = None  # sees the forward solve's accepted steps (dense output)
 
 
 def make_stepper(method, like: torch.Tensor):

@@ -24,7 +24,8 @@ class Direct(GradientMethod):
         if spec.t.requires_grad and torch.is_grad_enabled():
             ys = self._solve_rescaled(spec, counter)
         else:
-            ys = run_method(spec.method, spec.func, spec.y0, spec.ts, spec.control, counter=counter).ys
+            ys = run_method(spec.method, spec.func, spec.y0, spec.ts, spec.control, counter=counter,
+                            on_step=spec.on_step).ys
         record_forward(spec.stats, counter)
         return torch.stack(ys)
 

@@ -109,7 +109,8 @@ class _ReversibleSolve:
                 return grad_ys[-1].clone()
             return grad_ys[output_at[n]] if n in output_at else None
 
-        steps = ((n, times[n - 1], times[n], None) for n in range(len(times) - 1, 0, -1))
+        span = spec.control.evaluation_span  # the times each step was evaluated between (jumps)
+        steps = ((n, *span(times[n - 1], times[n], y0.dtype), None) for n in range(len(times) - 1, 0, -1))
         y0_rebuilt, z0_rebuilt, grad_y0, grad_params = reverse_sweep(
             stepper.base, CountingField(spec.func, counter), method.coupling, y_end, z_end, steps, grad_at, params)
         counter.steps = len(times) - 1

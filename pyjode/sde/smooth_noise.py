@@ -75,9 +75,9 @@ class CosineNoise(nn.Module):
 class PiecewiseLinearNoise(nn.Module):
     """Piecewise-linear interpolation of `bm` on the increasing times `grid`.
 
-    The rate is right-continuous: on [grid[j], grid[j+1]) it is the slope of interval j. Use a
-    fixed-step solver whose stages lie in [t, t + h) (euler, midpoint) with step boundaries on
-    the grid, or an adaptive solver, which resolves the kinks by rejecting steps.
+    The rate is right-continuous: on [grid[j], grid[j+1]) it is the slope of interval j. The grid
+    is offered as `jump_ts`, which `pyjode.odeint` reads from a `WongZakai` field: steps land on
+    every grid time and restart there, so no step straddles a kink.
     """
 
     def __init__(self, bm: BrownianPath, grid: torch.Tensor | Sequence[float],
@@ -94,8 +94,11 @@ class PiecewiseLinearNoise(nn.Module):
         self.register_buffer("grid", grid.to(dtype=dtype, device=w.device), persistent=False)
         self.register_buffer("w", w.to(dtype), persistent=False)
         self.register_buffer("slope", slope.to(dtype), persistent=False)
-        # Stage times computed as t0 + k*h can miss a grid time by an ulp; nudge them forwards.
-        self._nudge = 1e-9 * float(grid.diff().min())
+
+    @property
+    def jump_ts(self) -> tuple:
+        """The grid: the rate jumps there, so solvers should step onto each grid time and restart."""
+        return tuple(self.grid.double().cpu().tolist())
 
     def resample(self) -> "PiecewiseLinearNoise":
         raise TypeError("PiecewiseLinearNoise follows a fixed BrownianPath; build a new one from "
@@ -103,7 +106,7 @@ class PiecewiseLinearNoise(nn.Module):
 
     def _interval(self, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=self.grid.dtype, device=self.grid.device).reshape(1)
-        j = torch.searchsorted(self.grid, t + self._nudge, right=True) - 1
+        j = torch.searchsorted(self.grid, t, right=True) - 1
         return j.clamp(0, len(self.grid) - 2)[0]
 
     def rate(self, t: torch.Tensor) -> torch.Tensor:

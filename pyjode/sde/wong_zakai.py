@@ -50,6 +50,12 @@ class WongZakai(nn.Module):
         self._product = diffusion_product(self.noise_type)
         self._correct = self.sde_type == "ito" and self.noise_type in ("diagonal", "scalar")
 
+    @property
+    def jump_ts(self) -> tuple:
+        """Where the field is not smooth: the noise's kinks (a piecewise-linear grid), none for smooth noise.
+        `pyjode.odeint` lands steps on these times and restarts there."""
+        return tuple(getattr(self.noise, "jump_ts", ()))
+
     def resample(self) -> "WongZakai":
         self.noise.resample()
         return self
