@@ -26,7 +26,7 @@ import torch
 
 from .norms import rms_norm
 from .runge_kutta import RungeKutta
-from .stepper import Stepper, time_maker
+from .stepper import Stepper
 from .tableau import ButcherTableau, get_tableau
 
 __all__ = ["Reversible", "ReversibleStabilityWarning", "ReversibleStepper", "reverse_sweep", "warn_once"]

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import pyjode
+from problems import MLP, linear_exact_loss, linear_problem, rel_error
 
 F64 = torch.float64
 
@@ -16,71 +17,41 @@ ADJOINTS = {
 }
 
 
-def _linear_problem(seed=0, n=3):
-    g = torch.Generator().manual_seed(seed)
-    A = (0.6 * torch.randn(n, n, generator=g, dtype=F64)).requires_grad_()
-    y0 = torch.randn(2, n, generator=g, dtype=F64).requires_grad_()  # a batch of two initial states
-    t = torch.tensor([0.0, 0.3, 1.1, 1.7, 2.5], dtype=F64)
-    w = torch.randn(len(t), 2, n, generator=g, dtype=F64)
-    return A, y0, t, w
-
-
-def _exact_grads(A, y0, t, w):
-    ys = torch.stack([y0 @ torch.linalg.matrix_exp(A * ti).T for ti in t])
-    return torch.autograd.grad((ys * w).sum(), (A, y0))
-
-
-def _rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
 @pytest.mark.parametrize("method", ["dopri5", "tsit5"])
 @pytest.mark.parametrize("name", sorted(ADJOINTS))
 def test_linear_ode_exact_gradient(name, method):
     """y' = Ay: gradients from matrix_exp under autograd, with a loss on all five observation times."""
-    A, y0, t, w = _linear_problem()
-    gA, gy0 = _exact_grads(A, y0, t, w)
+    A, y0, t, w = linear_problem()
+    gA, gy0 = torch.autograd.grad(linear_exact_loss(A, y0, t, w), (A, y0))
     stats = pyjode.Stats()
     ys = pyjode.odeint(lambda t, y: y @ A.T, y0, t, method=method, rtol=1e-10, atol=1e-12,
                        adjoint=ADJOINTS[name](), adjoint_params=[A], stats=stats)
     hA, hy0 = torch.autograd.grad((ys * w).sum(), (A, y0))
-    assert _rel(hA, gA) < 1e-7
-    assert _rel(hy0, gy0) < 1e-8
+    assert rel_error(hA, gA) < 1e-7
+    assert rel_error(hy0, gy0) < 1e-8
     assert stats.nfe_backward > 0 and stats.steps_backward > 0
 
 
 @pytest.mark.parametrize("name", ["quadrature-stored", "quadrature-resolve", "backsolve-seminorm"])
 def test_linear_ode_fixed_step(name):
-    A, y0, t, w = _linear_problem(seed=1)
-    gA, gy0 = _exact_grads(A, y0, t, w)
+    A, y0, t, w = linear_problem(seed=1)
+    gA, gy0 = torch.autograd.grad(linear_exact_loss(A, y0, t, w), (A, y0))
     ys = pyjode.odeint(lambda t, y: y @ A.T, y0, t, method="rk4", step_size=0.01, adjoint=ADJOINTS[name](),
                        adjoint_params=[A])
     hA, hy0 = torch.autograd.grad((ys * w).sum(), (A, y0))
-    assert _rel(hA, gA) < 1e-8 and _rel(hy0, gy0) < 1e-8
+    assert rel_error(hA, gA) < 1e-8 and rel_error(hy0, gy0) < 1e-8
 
 
 def test_decreasing_time():
-    A, y0, t, w = _linear_problem(seed=2)
+    A, y0, t, w = linear_problem(seed=2)
     t = -t
-    gA, gy0 = _exact_grads(A, y0, t, w)
+    gA, gy0 = torch.autograd.grad(linear_exact_loss(A, y0, t, w), (A, y0))
     for name in ADJOINTS:
         ys = pyjode.odeint(lambda t, y: y @ A.T, y0, t, rtol=1e-10, atol=1e-12, adjoint=ADJOINTS[name](),
                            adjoint_params=[A])
         hA, hy0 = torch.autograd.grad((ys * w).sum(), (A, y0))
-        assert _rel(hA, gA) < 1e-7, name
-        assert _rel(hy0, gy0) < 1e-8, name
-
-
-class MLP(nn.Module):
-    def __init__(self, d=3, h=16, dtype=F64, seed=0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.net = nn.Sequential(nn.Linear(d + 1, h), nn.Tanh(), nn.Linear(h, h), nn.Softplus(), nn.Linear(h, d))
-        self.to(dtype)
-
-    def forward(self, t, y):
-        tt = t.expand(*y.shape[:-1], 1)
-        return self.net(torch.cat([y, tt], -1))
+        assert rel_error(hA, gA) < 1e-7, name
+        assert rel_error(hy0, gy0) < 1e-8, name
 
 
 def _grads(func, y0, t, w, **kw):
@@ -91,30 +62,30 @@ def _grads(func, y0, t, w, **kw):
 
 @pytest.mark.parametrize("name", sorted(ADJOINTS))
 def test_mlp_matches_direct_float64(name):
-    func = MLP()
+    func = MLP(depth=2)
     y0 = torch.randn(4, 3, dtype=F64, requires_grad=True)
     t = torch.linspace(0, 1.5, 4, dtype=F64)
     w = torch.randn(4, 4, 3, dtype=F64)
     ref = _grads(func, y0, t, w, rtol=1e-11, atol=1e-12)
     got = _grads(func, y0, t, w, rtol=1e-11, atol=1e-12, adjoint=ADJOINTS[name]())
     for r, g in zip(ref, got):
-        assert _rel(g, r) < 1e-7
+        assert rel_error(g, r) < 1e-7
 
 
 @pytest.mark.parametrize("name", sorted(ADJOINTS))
 def test_mlp_matches_direct_float32(name):
-    func = MLP(dtype=torch.float32)
+    func = MLP(dtype=torch.float32, depth=2)
     y0 = torch.randn(4, 3, requires_grad=True)
     t = torch.linspace(0, 1.0, 3)
     w = torch.randn(3, 4, 3)
     ref = _grads(func, y0, t, w, rtol=1e-6, atol=1e-7)
     got = _grads(func, y0, t, w, rtol=1e-6, atol=1e-7, adjoint=ADJOINTS[name]())
     for r, g in zip(ref, got):
-        assert _rel(g, r) < 1e-3  # float32 rounding of ~100 steps and the 1e-6 tolerance
+        assert rel_error(g, r) < 1e-3  # float32 rounding of ~100 steps and the 1e-6 tolerance
 
 
 def test_explicit_adjoint_params_including_unused():
-    func = MLP()
+    func = MLP(depth=2)
     unused = nn.Parameter(torch.ones(2, dtype=F64))
     y0 = torch.randn(2, 3, dtype=F64)
     t = torch.linspace(0, 1, 3, dtype=F64)
@@ -125,7 +96,7 @@ def test_explicit_adjoint_params_including_unused():
         (ref,) = torch.autograd.grad(pyjode.odeint(func, y0, t, rtol=1e-10, atol=1e-12).square().sum(),
                                      [func.net[0].weight])
         assert torch.equal(gu, torch.zeros_like(unused)), name
-        assert _rel(gw, ref) < 1e-7, name
+        assert rel_error(gw, ref) < 1e-7, name
         # parameters left out of adjoint_params get no gradient
         assert func.net[2].weight.grad is None
 
@@ -147,14 +118,14 @@ def test_plain_function_closure():
                 out = out + (y0 * torch.exp(-k * T) + forced).sum()
             return out
         ek, ey = torch.autograd.grad(exact(k, y0), (k, y0))
-        assert _rel(gk, ek) < 1e-8, name
-        assert _rel(gy, ey) < 1e-8, name
+        assert rel_error(gk, ek) < 1e-8, name
+        assert rel_error(gy, ey) < 1e-8, name
 
 
 @pytest.mark.parametrize("name", ["direct"] + sorted(ADJOINTS))
 def test_time_gradients(name):
     """dL/dt against the exact derivative of y(t) = e^{A(t - t0)} y0."""
-    A, y0, _, _ = _linear_problem(seed=3)
+    A, y0, _, _ = linear_problem(seed=3)
     t = torch.tensor([0.2, 0.9, 1.6], dtype=F64, requires_grad=True)
     w = torch.randn(3, 2, 3, dtype=F64)
 
@@ -165,7 +136,7 @@ def test_time_gradients(name):
     adjoint = "direct" if name == "direct" else ADJOINTS[name]()
     ys = pyjode.odeint(lambda s, y: y @ A.T, y0, t, rtol=1e-10, atol=1e-12, adjoint=adjoint, adjoint_params=[A])
     (ht,) = torch.autograd.grad((ys * w).sum(), t)
-    assert _rel(ht, gt) < 1e-7
+    assert rel_error(ht, gt) < 1e-7
 
 
 def test_time_gradients_non_autonomous():
@@ -176,11 +147,11 @@ def test_time_gradients_non_autonomous():
     for name in ADJOINTS:
         ys = pyjode.odeint(lambda s, y: torch.cos(s) * y, y0, t, rtol=1e-10, atol=1e-12, adjoint=ADJOINTS[name]())
         (ht,) = torch.autograd.grad(ys.sum(), t)
-        assert _rel(ht, gt) < 1e-7, name
+        assert rel_error(ht, gt) < 1e-7, name
 
 
 def test_seminorm_takes_fewer_backward_steps_than_rms():
-    func = MLP(h=64)
+    func = MLP(hidden=64, depth=2)
     y0 = torch.randn(16, 3, dtype=F64)
     t = torch.linspace(0, 2, 3, dtype=F64)
     nfe = {}
@@ -193,15 +164,15 @@ def test_seminorm_takes_fewer_backward_steps_than_rms():
 
 
 def test_quadrature_nodes_per_step_and_stats():
-    A, y0, t, w = _linear_problem(seed=4)
-    gA, _ = _exact_grads(A, y0, t, w)
+    A, y0, t, w = linear_problem(seed=4)
+    gA, _ = torch.autograd.grad(linear_exact_loss(A, y0, t, w), (A, y0))
     errs = {}
     for m in (1, 2, 3):
         stats = pyjode.Stats()
         ys = pyjode.odeint(lambda t, y: y @ A.T, y0, t, rtol=1e-9, atol=1e-11,
                            adjoint=pyjode.Quadrature(nodes_per_step=m), adjoint_params=[A], stats=stats)
         (hA,) = torch.autograd.grad((ys * w).sum(), A)
-        errs[m] = _rel(hA, gA)
+        errs[m] = rel_error(hA, gA)
     # the one-node midpoint rule is the least accurate; two nodes already reach solver accuracy
     assert errs[1] > errs[2] and errs[2] < 1e-6 and errs[3] < 1e-6
 
@@ -224,7 +195,7 @@ def test_bad_adjoint_arguments():
 def test_no_parameter_vjp_on_the_state_path():
     """The backward solve asks autograd for the state VJP only: parameter .grad stays untouched and the
     parameter gradient appears only through the quadrature."""
-    func = MLP()
+    func = MLP(depth=2)
     y0 = torch.randn(2, 3, dtype=F64)
     t = torch.linspace(0, 1, 2, dtype=F64)
     calls = {"params": 0}

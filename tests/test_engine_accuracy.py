@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 import pyjode
+from problems import MLP, linear_exact_loss, linear_problem
 
 F64 = torch.float64
 
@@ -66,18 +66,8 @@ def _torchdiffeq():
     return pytest.importorskip("torchdiffeq")
 
 
-class MLP(nn.Module):
-    def __init__(self, dim=3, hidden=16):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim + 1, hidden), nn.Tanh(), nn.Linear(hidden, dim))
-
-    def forward(self, t, y):
-        tt = t.expand(*y.shape[:-1], 1)
-        return self.net(torch.cat([y, tt], dim=-1))
-
-
 def _mlp_problem():
-    func = MLP().double()
+    func = MLP()
     y0 = torch.randn(4, 3, dtype=F64)
     t = torch.linspace(0, 2, 5, dtype=F64)
     return func, y0, t
@@ -118,7 +108,7 @@ def test_adaptive_global_error_is_tolerance_level(method):
 def test_fixed_step_parity_with_torchdiffeq(method):
     """Same tableau, same grid (the outputs fall on grid points): equal to rounding."""
     torchdiffeq = _torchdiffeq()
-    func = MLP().double()
+    func = MLP()
     y0 = torch.randn(4, 3, dtype=F64)
     t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
     with torch.no_grad():
@@ -129,7 +119,7 @@ def test_fixed_step_parity_with_torchdiffeq(method):
 
 def test_direct_gradient_parity_with_torchdiffeq():
     torchdiffeq = _torchdiffeq()
-    func = MLP().double()
+    func = MLP()
     y0 = torch.randn(4, 3, dtype=F64)
     t = torch.linspace(0, 1, 3, dtype=F64)
     w = torch.randn(3, 4, 3, dtype=F64)
@@ -147,29 +137,16 @@ def test_direct_gradient_parity_with_torchdiffeq():
 # Exact gradients of y' = A y.
 
 
-def _linear_problem():
-    A = (0.5 * torch.randn(3, 3, dtype=F64)).requires_grad_()
-    y0 = torch.randn(2, 3, dtype=F64).requires_grad_()  # a batch of two initial states
-    t = torch.tensor([0.0, 0.4, 1.1, 1.5], dtype=F64)
-    w = torch.randn(len(t), 2, 3, dtype=F64)
-    return A, y0, t, w
-
-
-def _exact_loss(A, y0, t, w):
-    ys = torch.stack([y0 @ torch.linalg.matrix_exp(ti * A).T for ti in t])
-    return (ys * w).sum()
-
-
 @pytest.mark.parametrize("method, kwargs, tol", [
     ("dopri5", dict(rtol=1e-11, atol=1e-12), 1e-8),
     ("tsit5", dict(rtol=1e-11, atol=1e-12), 1e-8),
     ("rk4", dict(step_size=0.01), 1e-8),
 ])
 def test_direct_gradient_linear_ode_is_exact(method, kwargs, tol):
-    A, y0, t, w = _linear_problem()
+    A, y0, t, w = linear_problem(scale=0.5, times=(0.0, 0.4, 1.1, 1.5))
     loss = (pyjode.odeint(lambda t, y: y @ A.T, y0, t, method=method, **kwargs) * w).sum()
     gA, gy0 = torch.autograd.grad(loss, (A, y0))
-    exact = _exact_loss(A, y0, t, w)
+    exact = linear_exact_loss(A, y0, t, w)
     eA, ey0 = torch.autograd.grad(exact, (A, y0))
     torch.testing.assert_close(loss, exact, rtol=tol, atol=tol)
     torch.testing.assert_close(gA, eA, rtol=tol, atol=tol)
@@ -178,7 +155,7 @@ def test_direct_gradient_linear_ode_is_exact(method, kwargs, tol):
 
 def test_direct_gradient_with_respect_to_times():
     """dy(t_i)/dt_i = A y(t_i) and d/dt_0 shifts the whole trajectory: compare with matrix_exp."""
-    A, y0, t, w = _linear_problem()
+    A, y0, t, w = linear_problem(scale=0.5, times=(0.0, 0.4, 1.1, 1.5))
     t = t.clone().requires_grad_()
     loss = (pyjode.odeint(lambda s, y: y @ A.T, y0, t, rtol=1e-11, atol=1e-12) * w).sum()
     (gt,) = torch.autograd.grad(loss, t)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import pyjode
+from problems import decay
 from pyjode.adjoints import _BY_NAME
 from pyjode.integrate import Counter, integrate
 from pyjode.runge_kutta import RungeKutta
@@ -19,10 +20,6 @@ from pyjode.tableau import TABLEAUS
 F64 = torch.float64
 Y0 = torch.ones(3, dtype=F64)
 T = torch.tensor([0.0, 1.0], dtype=F64)
-
-
-def decay(t, y):
-    return -y
 
 
 def _reported_t(message: str) -> float:

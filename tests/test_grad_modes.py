@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import pyjode
+from problems import cos_growth
 
 F64 = torch.float64
 
@@ -24,11 +25,6 @@ MODES = {
 }
 
 ADAPTIVE = ["bosh3", "dopri5", "tsit5"]
-
-
-def cos_growth(t, y):
-    """y' = y cos t: y(t) = y0 exp(sin t). Its oscillating growth makes the controller reject steps."""
-    return y * torch.cos(t)
 
 
 def solve_in_mode(mode, method, dtype, rtol, atol):

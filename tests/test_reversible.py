@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import pyjode
+from problems import cos_growth, decay, rel_error
 from pyjode.adjoints.reversible import ReversibleAdjoint
 from pyjode import reversible as reversible_module
 from pyjode.integrate import integrate
@@ -54,20 +55,12 @@ def _grads(func, y0, t, method, adjoint, **kw):
     return ys.detach(), torch.autograd.grad(loss, (y0, *func.parameters()))
 
 
-def _rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
 # --------------------------------------------------------------------------------------------------------
 # Order of accuracy: y' = cos(t) y has y(t) = y0 exp(sin t).
 
-def _cos_field(t, y):
-    return torch.cos(t) * y
-
-
 def _error(method, T=2.0, **kw):
     y0 = torch.tensor([1.0, -0.5], dtype=F64)
-    ys = pyjode.odeint(_cos_field, y0, [0.0, T], method=method, **kw)
+    ys = pyjode.odeint(cos_growth, y0, [0.0, T], method=method, **kw)
     return (ys[-1] - y0 * math.exp(math.sin(T))).abs().max().item()
 
 
@@ -96,12 +89,12 @@ def test_adaptive_solution_meets_tolerance_and_hits_output_times():
     ts = [0.0, 0.3, 1.1, 1.7, 3.0]
     y0 = torch.tensor([1.0, -0.5], dtype=F64)
     method = Reversible("tsit5")
-    sol = integrate(method.stepper(y0), _cos_field, y0, ts, StepControl(rtol=1e-8, atol=1e-10), keep_times=True)
+    sol = integrate(method.stepper(y0), cos_growth, y0, ts, StepControl(rtol=1e-8, atol=1e-10), keep_times=True)
     for i, t in enumerate(ts):
         assert sol.times[sol.output_steps[i]] == t
         assert torch.allclose(sol.ys[i], y0 * math.exp(math.sin(t)), rtol=1e-6, atol=0)
     assert list(sol.times) == sorted(sol.times)
-    with_stop = integrate(method.stepper(y0), _cos_field, y0, ts, StepControl(rtol=1e-8, atol=1e-10, step_ts=[0.77]),
+    with_stop = integrate(method.stepper(y0), cos_growth, y0, ts, StepControl(rtol=1e-8, atol=1e-10, step_ts=[0.77]),
                           keep_times=True)
     assert 0.77 in with_stop.times and len(with_stop.ys) == len(ts)
     assert torch.allclose(with_stop.ys[-1], sol.ys[-1], rtol=1e-6, atol=0)
@@ -128,7 +121,7 @@ def test_reversible_adjoint_matches_direct(base, kw, t):
     ys_r, g_rev = _grads(func, y0, t, method, ReversibleAdjoint(), **kw)
     assert torch.equal(ys_d, ys_r)  # the same forward computation
     for a, b in zip(g_rev, g_direct):
-        assert _rel(a, b) < 1e-9
+        assert rel_error(a, b) < 1e-9
 
 
 def test_gradient_matches_matrix_exponential():
@@ -141,7 +134,7 @@ def test_gradient_matches_matrix_exponential():
     gA, gy = torch.autograd.grad(ys[-1].square().sum(), (A, y0))
     exact = torch.linalg.matrix_exp(A) @ y0
     eA, ey = torch.autograd.grad(exact.square().sum(), (A, y0))
-    assert _rel(gA, eA) < 1e-8 and _rel(gy, ey) < 1e-8  # rk4 with h = 0.02: measured 2e-10
+    assert rel_error(gA, eA) < 1e-8 and rel_error(gy, ey) < 1e-8  # rk4 with h = 0.02: measured 2e-10
 
 
 def test_reconstruction_returns_y0_to_rounding():
@@ -196,24 +189,20 @@ def test_float32_gradient_against_float64():
         _, g32 = _grads(f32, y0.float(), t, method, adjoint, step_size=0.005)
     assert adjoint.reconstruction_error < 2e-6
     for a, b in zip(g32, g64):
-        assert _rel(a.double(), b) < 1e-5
+        assert rel_error(a.double(), b) < 1e-5
 
 
 # --------------------------------------------------------------------------------------------------------
 # Stability warnings.
 
-def _decay(t, y):
-    return -y
-
-
 def test_parasitic_mode_warns_and_lower_coupling_fixes_it():
     # y' = -y with h = 0.01: h Re(mu) = -0.01 < ln(0.999), so the parasitic mode grows like 1.009^n
     y0 = torch.ones(1, dtype=F64)
     with pytest.warns(ReversibleStabilityWarning, match="lower the coupling"):
-        pyjode.odeint(_decay, y0, [0.0, 20.0], method=Reversible("rk4"), step_size=0.01)
+        pyjode.odeint(decay, y0, [0.0, 20.0], method=Reversible("rk4"), step_size=0.01)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ReversibleStabilityWarning)
-        ys = pyjode.odeint(_decay, y0, [0.0, 20.0], method=Reversible("rk4", coupling=0.9), step_size=0.01)
+        ys = pyjode.odeint(decay, y0, [0.0, 20.0], method=Reversible("rk4", coupling=0.9), step_size=0.01)
     assert ys[-1].item() == pytest.approx(math.exp(-20.0), rel=1e-8)
 
 
@@ -221,7 +210,7 @@ def test_long_run_with_low_coupling_warns_before_and_after_backward():
     y0 = torch.ones(1, dtype=F64, requires_grad=True)
     adjoint = ReversibleAdjoint()
     with pytest.warns(ReversibleStabilityWarning, match="coupling closer to 1"):
-        ys = pyjode.odeint(_decay, y0, [0.0, 20.0], method=Reversible("rk4", 0.9), step_size=0.01, adjoint=adjoint)
+        ys = pyjode.odeint(decay, y0, [0.0, 20.0], method=Reversible("rk4", 0.9), step_size=0.01, adjoint=adjoint)
     with pytest.warns(ReversibleStabilityWarning, match="rebuilt y0 with relative error"):
         ys[-1].sum().backward()
     assert adjoint.reconstruction_error > 1.0
@@ -232,7 +221,7 @@ def test_each_warning_is_issued_once():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for T in (20.0, 21.0, 22.0):  # different figures in each message
-            pyjode.odeint(_decay, y0, [0.0, T], method=Reversible("rk4"), step_size=0.01)
+            pyjode.odeint(decay, y0, [0.0, T], method=Reversible("rk4"), step_size=0.01)
     assert sum(issubclass(w.category, ReversibleStabilityWarning) for w in caught) == 1
 
 
@@ -251,9 +240,9 @@ def test_benign_run_is_silent():
 def test_reversible_adjoint_needs_reversible_method():
     y0 = torch.ones(2, dtype=F64, requires_grad=True)
     with pytest.raises(ValueError, match=r"pyjode\.Reversible"):
-        pyjode.odeint(_decay, y0, [0.0, 1.0], method="rk4", step_size=0.1, adjoint=ReversibleAdjoint())
+        pyjode.odeint(decay, y0, [0.0, 1.0], method="rk4", step_size=0.1, adjoint=ReversibleAdjoint())
     with pytest.raises(ValueError, match=r"pyjode\.Reversible"):
-        pyjode.odeint(_decay, y0, [0.0, 1.0], method="dopri5", adjoint=ReversibleAdjoint())
+        pyjode.odeint(decay, y0, [0.0, 1.0], method="dopri5", adjoint=ReversibleAdjoint())
 
 
 def test_bad_arguments():
@@ -262,12 +251,12 @@ def test_bad_arguments():
         with pytest.raises(ValueError, match="coupling"):
             Reversible("rk4", coupling=coupling)
     with pytest.raises(ValueError, match="step_size"):
-        pyjode.odeint(_decay, y0, [0.0, 1.0], method=Reversible("rk4"))
+        pyjode.odeint(decay, y0, [0.0, 1.0], method=Reversible("rk4"))
     with pytest.raises(ValueError, match="not known"):
         Reversible("rk5")
     t = torch.tensor([0.0, 1.0], dtype=F64, requires_grad=True)
     with pytest.raises(ValueError, match="with respect to t"):
-        pyjode.odeint(_decay, y0.requires_grad_(), t, method=Reversible("rk4"), step_size=0.1,
+        pyjode.odeint(decay, y0.requires_grad_(), t, method=Reversible("rk4"), step_size=0.1,
                       adjoint=ReversibleAdjoint())
     with pytest.raises(ValueError, match="shape"):
         pyjode.odeint(lambda t, y: y[:1], y0, [0.0, 1.0], method=Reversible("rk4"), step_size=0.1)
@@ -276,7 +265,7 @@ def test_bad_arguments():
 def test_numerical_failures_raise():
     y0 = torch.ones(1, dtype=F64)
     with pytest.raises(RuntimeError, match="max_steps"):
-        pyjode.odeint(_cos_field, y0, [0.0, 10.0], method=Reversible("tsit5"), rtol=1e-10, atol=1e-12, max_steps=5)
+        pyjode.odeint(cos_growth, y0, [0.0, 10.0], method=Reversible("tsit5"), rtol=1e-10, atol=1e-12, max_steps=5)
     with pytest.raises(RuntimeError, match="NaN or inf"):  # y' = y^2 blows up at t = 1
         pyjode.odeint(lambda t, y: y * y, y0, [0.0, 2.0], method=Reversible("rk4"), step_size=0.01)
     with pytest.raises(RuntimeError, match=r"underflowed .* at t=(1|0\.99)"):

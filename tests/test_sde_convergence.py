@@ -6,26 +6,8 @@ import pytest
 import torch
 
 import pyjode
+from problems import GBM
 from pyjode.sde import BrownianPath, sdeint
-
-class GBM(torch.nn.Module):
-    """dX = mu X dt + sigma X dW (Itô) or ∘dW (Stratonovich), diagonal (commuting) noise."""
-    noise_type = "diagonal"
-
-    def __init__(self, sde_type, mu=0.5, sigma=0.8):
-        super().__init__()
-        self.sde_type, self.mu, self.sigma = sde_type, mu, sigma
-
-    def f(self, t, y):
-        return self.mu * y
-
-    def g(self, t, y):
-        return self.sigma * y
-
-    def exact(self, y0, w, t):
-        drift = self.mu - (0.5 * self.sigma ** 2 if self.sde_type == "ito" else 0.0)
-        return y0 * torch.exp(drift * t + self.sigma * w)
-
 
 @pytest.mark.parametrize("sde_type,method,order", [
     ("ito", "euler", 0.5), ("ito", "milstein", 1.0), ("stratonovich", "heun", 1.0),
@@ -35,7 +17,7 @@ def test_strong_order_on_geometric_brownian_motion(sde_type, method, order):
     bm = BrownianPath(0.0, 1.0, (n, 1), seed=5, dtype=torch.float64)
     sde = GBM(sde_type)
     y0 = torch.ones(n, 1, dtype=torch.float64)
-    exact = sde.exact(y0, bm(0.0, 1.0), 1.0)
+    exact = sde.exact(y0, 1.0, bm(0.0, 1.0))
     steps = [2.0 ** -k for k in range(3, 8)]
     errors = []
     for dt in steps:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import pyjode
+from problems import GBM
 from pyjode.integrate import integrate
 from pyjode.runge_kutta import RungeKutta
 from pyjode.sde import BrownianPath, PiecewiseLinearNoise, WongZakai
@@ -117,16 +118,6 @@ def test_odeint_passes_step_options_through_every_adjoint():
     assert abs(float(g) - exact) < 1e-7
 
 
-class GBM(torch.nn.Module):
-    noise_type, sde_type = "diagonal", "stratonovich"
-
-    def f(self, t, y):
-        return 0.3 * y
-
-    def g(self, t, y):
-        return 0.8 * y
-
-
 def test_wong_zakai_hands_its_kinks_to_the_solver():
     """With piecewise-linear noise the Wong–Zakai ODE of geometric Brownian motion solves to
     y0 exp(0.3 t + 0.8 W(t)) at every grid time, the Stratonovich solution on the same path. Before
@@ -139,7 +130,7 @@ def test_wong_zakai_hands_its_kinks_to_the_solver():
     errors = []
     for intervals in (8, 32, 128):
         grid = torch.linspace(0, 1, intervals + 1, dtype=F64)
-        field = WongZakai(GBM(), PiecewiseLinearNoise(bm, grid))
+        field = WongZakai(GBM(mu=0.3), PiecewiseLinearNoise(bm, grid))
         assert field.jump_ts == tuple(grid.tolist())
         stats = pyjode.Stats()
         y1 = pyjode.odeint(field, y0, torch.tensor([0.0, 1.0], dtype=F64), rtol=1e-8, atol=1e-8, stats=stats)[-1]
