@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import pyjode
 from pyjode.sde import BrownianPath, sdeint
 
 class Simple(torch.nn.Module):
@@ -83,3 +84,41 @@ def test_blow_up_is_reported_with_its_time():
 
     with pytest.raises(RuntimeError, match="NaN or inf between t="):
         sdeint(Explosive(), torch.full((2, 2), 10.0), [0.0, 0.5, 5.0], method="euler", dt=0.1)
+
+
+class DriftSpy(Simple):
+    """Counts drift evaluations, as pyjode.Stats should."""
+
+    def __init__(self, noise_type="diagonal", sde_type="ito", g_shape=None):
+        super().__init__(noise_type, sde_type, g_shape)
+        self.calls = 0
+
+    def f(self, t, y):
+        self.calls += 1
+        return super().f(t, y)
+
+
+@pytest.mark.parametrize("noise_type, sde_type, method, adjoint", [
+    ("diagonal", "ito", "euler", "direct"), ("diagonal", "ito", "milstein", "direct"),
+    ("additive", "ito", "milstein", "direct"), ("diagonal", "stratonovich", "heun", "direct"),
+    ("diagonal", "stratonovich", "midpoint", "direct"),
+    ("diagonal", "stratonovich", "reversible_heun", "direct"),
+    ("diagonal", "stratonovich", "reversible_heun", "reversible"),
+    ("diagonal", "stratonovich", pyjode.Reversible("heun"), "direct"),
+    ("diagonal", "stratonovich", pyjode.Reversible("heun"), "reversible"),
+])
+def test_stats_count_the_drift_evaluations_made_and_accumulate(noise_type, sde_type, method, adjoint):
+    g_shape = (4, 2, 3) if noise_type == "additive" else None
+    sde = DriftSpy(noise_type, sde_type, g_shape)
+    y0 = torch.ones(4, 2, dtype=torch.float64, requires_grad=True)
+    bm = BrownianPath(0.0, 1.0, (4, 3) if noise_type == "additive" else (4, 2), seed=1, dtype=torch.float64)
+    stats = pyjode.Stats()
+    ys = sdeint(sde, y0, [0.0, 0.5, 1.0], method=method, dt=0.125, bm=bm, adjoint=adjoint, stats=stats)
+    forward_calls = sde.calls
+    ys.sum().backward()
+    assert stats.nfe_forward == forward_calls
+    assert stats.steps_forward == 8
+    if adjoint == "reversible":
+        assert stats.nfe_backward == sde.calls - forward_calls and stats.steps_backward == 8
+    sdeint(sde, y0, [0.0, 0.5, 1.0], method=method, dt=0.125, bm=bm, stats=stats)
+    assert stats.steps_forward == 16 and stats.nfe_forward == 2 * forward_calls  # accumulates, as in odeint
