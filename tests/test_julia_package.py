@@ -62,28 +62,62 @@ def test_project_toml_is_consistent():
     assert set(project["compat"]) == set(deps) | {"julia"}
     assert project["compat"]["julia"] == "1.10"
     assert project["compat"]["PythonCall"] == "0.9"  # agrees with juliacall's exact PythonCall pin
-    for ext, trigger in project["extensions"].items():
+    for ext, triggers in project["extensions"].items():
         assert (PKG / "ext" / f"{ext}.jl").is_file()
-        assert trigger in project["weakdeps"]
+        triggers = [triggers] if isinstance(triggers, str) else triggers
+        assert set(triggers) <= set(project["weakdeps"])
     assert set(project["targets"]["test"]) <= set(project["extras"])
+
+
+def test_using_pyjode_is_pure_julia():
+    """PythonCall and DLPack are weak dependencies behind an extension: plain `using PyJODE` (its own
+    Pkg.test(), the Julia benchmark) never installs Python."""
+    project = tomllib.loads((PKG / "Project.toml").read_text())
+    assert not {"PythonCall", "DLPack", "CUDA"} & set(project["deps"])
+    assert sorted(project["extensions"]["PyJODEPythonCallExt"]) == ["DLPack", "PythonCall"]
+    source = "\n".join(p.read_text() for p in (PKG / "src").glob("*.jl"))
+    assert not re.search(r"^\s*(using|import) (PythonCall|DLPack|CUDA)\b", source, re.M)
+    # The Python side needs DLPack in its Julia environment to load the extension (juliacall brings PythonCall).
+    for json_path in (ROOT / "juliapkg.json", ROOT / "pyjode" / "juliapkg.json"):
+        entry = json.loads(json_path.read_text())["packages"]["DLPack"]
+        assert entry["uuid"] == project["weakdeps"]["DLPack"]
+        assert entry["version"] == project["compat"]["DLPack"]
+
+
+def test_julia_method_table_matches_pyjode_tableaus():
+    """Orders in methods.jl are pyjode's, so both backends place the same default number of quadrature nodes."""
+    from pyjode.tableau import get_tableau
+
+    source = (PKG / "src" / "methods.jl").read_text()
+    rows = re.findall(r'MethodSpec\("(\w+)", \w+\(\), (\d+), (\d+), (true|false)\)', source)
+    assert {name for name, *_ in rows} == set(re.findall(r'"(\w+)"', source.split("METHOD_NAMES = ")[1].splitlines()[0]))
+    for name, order, error_order, adaptive in rows:
+        tab = get_tableau(name)
+        assert (int(order), adaptive == "true") == (tab.order, tab.adaptive), name
+        assert int(error_order) == (tab.error_order if tab.adaptive else 0), name
+    assert "default_nodes(m::MethodSpec) = max(1, cld(m.adaptive ? m.error_order : m.order, 2))" in source
 
 
 def test_python_calls_exist_in_julia():
     """Every PyJODE function the bridge calls is defined in the Julia sources (`f_b` is `f!`)."""
-    source = "\n".join(p.read_text() for p in (PKG / "src").glob("*.jl"))
+    files = list((PKG / "src").glob("*.jl")) + list((PKG / "ext").glob("*.jl"))
+    source = "\n".join(p.read_text() for p in files)
     bridge = (ROOT / "pyjode" / "_julia" / "bridge.py").read_text()
     called = set(re.findall(r'"(\w+_b)"', bridge)) | set(re.findall(r"module\.(\w+)\(", bridge))
     called |= {"make_field", "tableau_rowmajor", "wrap"}
     for name in called:
         julia_name = name[:-2] + "!" if name.endswith("_b") else name
-        assert re.search(rf"^(function )?{re.escape(julia_name)}\(", source, re.M), julia_name
-    assert re.search(r"^const API_VERSION = 1$", source, re.M)
+        assert re.search(rf"^(function )?(PyJODE\.)?{re.escape(julia_name)}\(", source, re.M), julia_name
+    from pyjode._julia.loader import API_VERSION
+
+    assert re.search(rf"^const API_VERSION = {API_VERSION}$", source, re.M)
 
 
 FIND_REQUIREMENTS = """
 import json, os, sys
 if os.environ.get("ONLY_PYTHONPATH"):
-    # As if pyjode were installed from the wheel alone: drop this checkout's editable-install finder.
+    # Only the checkout or wheel under test: drop an editable-install finder (which may point at another
+    # checkout of pyjode, whose juliapkg.json would name a second PyJODE path).
     sys.meta_path = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
 import juliapkg.deps as deps
 compat, packages = deps.find_requirements()
@@ -96,7 +130,7 @@ print(json.dumps({"path": pkg.path, "dev": pkg.dev, "uuid": pkg.uuid, "julia": s
 def _find_requirements(cwd: Path, extra_path: str = "") -> dict:
     pytest.importorskip("juliapkg")
     env = {"PYTHONPATH": extra_path, "PATH": "/usr/bin:/bin", "PYTHON_JULIAPKG_OFFLINE": "yes",
-           "ONLY_PYTHONPATH": "1" if extra_path else ""}
+           "ONLY_PYTHONPATH": "1"}
     out = subprocess.run([sys.executable, "-c", FIND_REQUIREMENTS], cwd=cwd, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr

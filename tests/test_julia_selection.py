@@ -159,8 +159,84 @@ def test_reversible_plans():
     from pyjode.reversible import Reversible
 
     plan = _plan(method=Reversible("rk4", coupling=0.99), adjoint="reversible", step_size=0.1)
-    assert plan.tableau.name == "rk4" and plan.coupling == 0.99 and plan.max_nodes == 4
+    assert plan.tableau.name == "rk4" and plan.coupling == 0.99 and plan.max_nodes(6) == 4
     with pytest.raises(JuliaUnsupportedError, match="steps adaptively"):
         _plan(method=Reversible("dopri5"), adjoint="reversible", step_size=0.1)
-    with pytest.raises(JuliaUnsupportedError, match='adjoint="reversible"'):
+    # The PyTorch backend's own check, with its message: continuous adjoints need a tableau.
+    with pytest.raises(ValueError, match="adjoint='reversible'"):
         _plan(method=Reversible("rk4"), adjoint="quadrature", step_size=0.1)
+
+
+def test_plan_reads_the_resolved_gradient_method():
+    """A string means the same object as on the PyTorch backend, and every setting comes off that object."""
+    from pyjode.adjoints import resolve_adjoint
+
+    assert _plan(adjoint="quadrature").state == resolve_adjoint("quadrature").state == "resolve"
+    assert _plan(adjoint=pyjode.Quadrature(state="stored")).state == "stored"
+    assert _plan(adjoint=pyjode.Quadrature(state="resolve")).state == "resolve"
+    assert _plan(adjoint="backsolve").norm == "seminorm"
+    assert _plan(adjoint=pyjode.Backsolve(norm="rms")).norm == "rms"
+    # An explicit 0.0 is a tolerance, not "unset".
+    plan = _plan(adjoint=pyjode.Backsolve(rtol=0.0, atol=1e-12))
+    assert (plan.adjoint_rtol, plan.adjoint_atol) == (0.0, 1e-12)
+    plan = _plan(adjoint=pyjode.Quadrature(rtol=0.0))
+    assert (plan.adjoint_rtol, plan.adjoint_atol) == (0.0, 1e-9)
+    assert _plan(adjoint=pyjode.Quadrature(method="tsit5")).adjoint_method == "tsit5"
+    with pytest.raises(TypeError, match="instance"):
+        _plan(adjoint=pyjode.Quadrature)
+
+    class Impostor:  # duck-typed look-alikes are not gradient methods
+        name, state, rtol = "quadrature", "stored", 1e-3
+
+    with pytest.raises(TypeError):
+        _plan(adjoint=Impostor())
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "heun", "rk4", "bosh3", "dopri5", "tsit5"])
+def test_default_quadrature_nodes_are_the_torch_backends(method):
+    from pyjode.adjoints.quadrature import default_nodes_per_step
+    from pyjode.tableau import get_tableau
+
+    plan = _plan(method=method, step_size=0.1)
+    assert plan.nodes == default_nodes_per_step(get_tableau(method)) == pyjode.Quadrature()._nodes(get_tableau(method))
+
+
+def test_quadrature_nodes_are_batched_like_the_torch_backend():
+    plan = _plan(adjoint="quadrature")  # dopri5: 2 nodes per step
+    assert plan.max_nodes(3) == 2 ** 14 // 3 // 2 * 2  # whole steps, up to 2**14 state elements
+    assert plan.max_nodes(10 ** 6) == 2  # at least one step's nodes
+    assert _plan(adjoint=pyjode.Quadrature(max_nodes_per_call=7)).max_nodes(3) == 6
+
+
+def test_reversible_refuses_time_gradients():
+    from pyjode.reversible import Reversible
+
+    with pytest.raises(JuliaUnsupportedError, match="t.detach"):
+        make_plan(Reversible("rk4"), "reversible", rtol=1e-7, atol=1e-9, step_size=0.1, max_steps=None,
+                  needs_grad=True, t_requires_grad=True)
+    assert _plan(adjoint="backsolve").time_gradients
+
+
+def test_julia_backend_imports_juliacall_before_torch(tmp_path):
+    """With PYJODE_BACKEND=julia and Julia present, `import pyjode` imports juliacall first (a fake one here)."""
+    (tmp_path / "juliacall.py").write_text(textwrap.dedent("""
+        import sys
+        TORCH_FIRST = "torch" in sys.modules
+        def newmodule(name):
+            raise RuntimeError("this fake juliacall cannot start Julia")
+    """))
+    julia = tmp_path / "julia"
+    julia.write_text("#!/bin/sh\nexit 1\n")
+    julia.chmod(0o755)
+    out = _run("""
+        import sys
+        import pyjode
+        import juliacall
+        print(juliacall.TORCH_FIRST, pyjode.julia_available())
+        try:
+            pyjode.odeint(lambda t, y: -y, __import__("torch").ones(1), [0.0, 1.0], backend="julia")
+        except pyjode.JuliaUnavailableError as exc:
+            print("failed to start earlier" in str(exc))
+    """, PYJODE_BACKEND="julia", PYTHONPATH=str(tmp_path), PATH=f"{tmp_path}:/usr/bin:/bin")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True", "True"]

@@ -1,5 +1,6 @@
 # Pure-Julia benchmark of PyJODE's gradient methods on a wide MLP vector field written in Julia.
 #
+#     julia --project=julia/PyJODE -e 'using Pkg; Pkg.instantiate()'   # once: installs the dependencies
 #     julia --project=julia/PyJODE benchmarks/julia/bench_adjoints.jl [--quick]
 #
 # Prints a markdown table: median wall time of forward + gradient, and backward evaluations, for the

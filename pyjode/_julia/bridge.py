@@ -6,10 +6,11 @@ as the pure-Python stand-in the tests use. Julia names ending in ``!`` are reach
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..adjoints.continuous import output_time_gradients
 from .dlpack import to_julia
 from .field import TorchField
 from .plan import JuliaPlan
@@ -32,20 +33,28 @@ def _is_julia_error(exc: BaseException) -> bool:
 
 
 class JuliaSolve:
-    """The forward solve and the gradient of one ``odeint`` call on the Julia backend."""
+    """The forward solve and the gradient of one ``odeint`` call on the Julia backend.
+
+    Every tensor handed to Julia is also held in ``self._owners`` for as long as this object lives, so a
+    temporary (the contiguous copy of ``y0``, the tableau) can never be freed under a Julia view.
+    """
 
     def __init__(self, module: Any, plan: JuliaPlan, func, y0: torch.Tensor, ts: Sequence[float],
                  params: Sequence[torch.Tensor], stats: Any = None):
         self.module = module
         self.plan = plan
+        self.func = func
         self.shape = tuple(y0.shape)
         self.like = y0
         self.n = y0.numel()
-        self.ts = torch.tensor([float(t) for t in ts], dtype=torch.float64)
+        self.ts_list = [float(t) for t in ts]
+        self.ts = torch.tensor(self.ts_list, dtype=torch.float64)
         self.params = tuple(params)
         self.stats = stats
-        self.field = TorchField(func, self.shape, self.params, y0, plan.max_nodes)
-        self.handle = module.make_field(self.field, *(self._jl(b) for b in self.field.buffers()))
+        self._owners: List[torch.Tensor] = []
+        self.field = TorchField(func, self.shape, self.params, y0, plan.max_nodes(self.n))
+        self.handle = module.make_field(self.field, self.field.param_sizes,
+                                        *(self._jl(b) for b in self.field.buffers()))
         self.tableau = None
         self.dense_forward = None  # the stored forward solution (a Julia object) for Quadrature(state="stored")
         if plan.tableau is not None:
@@ -56,7 +65,7 @@ class JuliaSolve:
                 self._jl(torch.as_tensor(tab.c, **host)))
 
     def _jl(self, t: torch.Tensor):
-        return to_julia(self.module, t)
+        return to_julia(self.module, t, self._owners)
 
     def _call(self, name: str, *args, **kwargs):
         try:
@@ -120,3 +129,12 @@ class JuliaSolve:
             grads.append(g)
             offset += q.numel()
         return gy0.view(self.shape), tuple(grads)
+
+    def time_gradients(self, t: torch.Tensor, ys: torch.Tensor, grad_ys: torch.Tensor,
+                       gy0: torch.Tensor) -> torch.Tensor:
+        """dL/dt of a continuous adjoint, by the PyTorch backend's own end-point formulas (f at the
+        output times only); a(t_0^+) is dL/dy0 without the direct dL/dy(t_0) term."""
+        if not self.plan.time_gradients:
+            raise RuntimeError(f"the Julia backend's {self.plan.gradient!r} gradient has no time gradients")
+        grad_ys = grad_ys.to(dtype=ys.dtype)
+        return output_time_gradients(self.func, t, self.ts_list, ys, grad_ys, gy0 - grad_ys[0])

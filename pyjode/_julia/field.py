@@ -14,6 +14,8 @@ from typing import Callable, Sequence, Tuple
 
 import torch
 
+from ..adjoints.continuous import weighted_param_vjp
+
 __all__ = ["TorchField"]
 
 
@@ -42,7 +44,8 @@ class TorchField:
         shape: the state's shape.
         params: the tensors whose gradients the adjoint returns (``adjoint_params``).
         like: a tensor with the state's dtype and device.
-        max_nodes: how many points one parameter VJP may stage.
+        max_nodes: how many points one parameter VJP may stage (quadrature nodes of several steps are
+            batched up to this many).
     """
 
     def __init__(self, func: Callable, shape: Sequence[int], params: Sequence[torch.Tensor],
@@ -64,6 +67,8 @@ class TorchField:
         self.Ubuf = torch.zeros(max_nodes, n, **opts)
         self.Abuf = torch.zeros(max_nodes, n, **opts)
         self.gpbuf = torch.zeros(sum(p.numel() for p in self.params), **opts)
+        # How gpbuf splits into parameter tensors: the RMS backsolve norm measures each on its own.
+        self.param_sizes = tuple(int(p.numel()) for p in self.params)
         self._cuda = like.is_cuda
 
     def buffers(self) -> Tuple[torch.Tensor, ...]:
@@ -128,20 +133,20 @@ class TorchField:
         self._done()
 
     def vjp_params(self, k) -> None:
-        """gpbuf = Σ_{j<k} wbuf[j] · Abuf[j]ᵀ ∂f/∂θ(Tbuf[j], Ubuf[j]), one backward pass for all k points."""
+        """gpbuf = Σ_{j<k} wbuf[j] · Abuf[j]ᵀ ∂f/∂θ(Tbuf[j], Ubuf[j]).
+
+        The same batched VJP as the PyTorch backend's quadrature adjoint (``torch.func.vmap`` over the
+        nodes, with respect to the parameters only), so both backends weigh nodes identically.
+        """
         k = int(k)
         if not self.params:
             self._done()
             return
-        times = self.Tbuf[:k].tolist()
-        weights = self.wbuf[:k].tolist()
-        with torch.enable_grad():
-            total = None
-            for j in range(k):
-                f = self._eval(times[j], self.Ubuf[j].view(self.shape))
-                term = (self.Abuf[j].view(self.shape) * f).sum() * weights[j]
-                total = term if total is None else total + term
-            grads = _grad(total, self.params, None)
+        T = self.Tbuf[:k].to(**self._opts)
+        W = self.wbuf[:k].to(**self._opts)
+        Y = self.Ubuf[:k].view(k, *self.shape)
+        A = self.Abuf[:k].view(k, *self.shape)
+        grads = weighted_param_vjp(self.func, self.params, T, Y, A, W, max(k, 1))
         with torch.no_grad():
             self.gpbuf.copy_(self._flat_param_grads(grads))
         self._done()

@@ -1,20 +1,32 @@
-"""The one place that imports juliacall: lazily, once, on the first Julia solve.
+"""The one place that imports juliacall: once, on the first Julia solve (or at ``import pyjode`` when
+the user selected the Julia backend in the environment, see :func:`start_early`).
 
 A failed start is remembered and re-raised: juliacall must not be initialised twice in one process.
+
+Import order. juliacall warns that importing torch first "may cause a segfault" (both load their own
+copies of native libraries; PythonCall.jl issues #215 and #435). Python caches the first copy, so the
+only cure is for juliacall to come first. ``pyjode`` imports torch, so a lazy start always comes after
+it; :func:`start_early` therefore starts Julia while ``pyjode`` itself is being imported, before any
+torch import of its own, when ``PYJODE_BACKEND=julia`` is set and Julia is available. A program that
+imports torch before pyjode should ``import juliacall`` first itself.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any, Optional
 
 from .probe import INSTALL_HINT, JuliaUnavailableError, unavailable_reason
 
-__all__ = ["API_VERSION", "load_pyjode", "ensure_cuda", "assert_main_thread"]
+__all__ = ["API_VERSION", "load_pyjode", "ensure_cuda", "assert_main_thread", "start_early"]
 
 # Must equal PyJODE.API_VERSION in julia/PyJODE/src/PyJODE.jl.
-API_VERSION = 1
+API_VERSION = 2
+
+# The package extension that holds PyField and the DLPack views (julia/PyJODE/ext).
+PYTHON_EXTENSION = "PyJODEPythonCallExt"
 
 _module: Optional[Any] = None
 _bridge: Optional[Any] = None
@@ -42,8 +54,14 @@ def load_pyjode() -> Any:
         import juliacall  # noqa: PLC0415 - deliberately lazy, see the module docstring
 
         main = juliacall.newmodule("PyJODEBridge")
-        main.seval("using PyJODE")
+        # PythonCall is loaded by juliacall itself; loading DLPack too triggers PyJODE's extension.
+        main.seval("using PyJODE, DLPack")
         module = main.PyJODE
+        if not bool(main.seval(f"Base.get_extension(PyJODE, :{PYTHON_EXTENSION}) !== nothing")):
+            raise JuliaUnavailableError(
+                f"PyJODE's extension {PYTHON_EXTENSION} did not load although PythonCall and DLPack are; "
+                "reinstall pyjode so that juliapkg resolves PyJODE's Julia environment again"
+            )
         version = int(module.API_VERSION)
         if version != API_VERSION:
             raise JuliaUnavailableError(
@@ -55,6 +73,22 @@ def load_pyjode() -> Any:
         raise JuliaUnavailableError(f"the Julia backend failed to start: {exc}. {INSTALL_HINT}") from exc
     _module, _bridge = module, main
     return module
+
+
+def start_early() -> None:
+    """Start Julia now if the environment selects the Julia backend and torch is not imported yet.
+
+    Never raises: a failure is remembered by :func:`load_pyjode` and reported at the first Julia solve,
+    so ``import pyjode`` itself always succeeds.
+    """
+    if os.environ.get("PYJODE_BACKEND", "").strip().lower() != "julia" or "torch" in sys.modules:
+        return
+    if unavailable_reason() is not None:
+        return
+    try:
+        load_pyjode()
+    except JuliaUnavailableError:
+        pass
 
 
 def ensure_cuda() -> None:

@@ -42,9 +42,11 @@ def odeint_with_module(load: Callable[[], Any], func: Callable, y0: torch.Tensor
         raise TypeError("y0 must be a floating-point torch.Tensor")
     ts = _output_times(t)
     params = _default_params(func, adjoint_params)
-    needs_grad = torch.is_grad_enabled() and (y0.requires_grad or any(p.requires_grad for p in params))
+    grad_on = torch.is_grad_enabled()
+    t_requires_grad = grad_on and t.requires_grad
+    needs_grad = grad_on and (y0.requires_grad or t.requires_grad or any(p.requires_grad for p in params))
     plan = make_plan(method, adjoint, rtol=rtol, atol=atol, step_size=step_size, max_steps=max_steps,
-                     needs_grad=needs_grad)
+                     needs_grad=needs_grad, t_requires_grad=t_requires_grad)
     module = load()
     if y0.is_cuda:
         ensure_cuda()
@@ -54,7 +56,7 @@ def odeint_with_module(load: Callable[[], Any], func: Callable, y0: torch.Tensor
     if not needs_grad:
         with torch.no_grad():
             return solve.forward(y0)[0]
-    return JuliaODEFunction.apply(solve, y0, *params)
+    return JuliaODEFunction.apply(solve, y0, t, *params)
 
 
 def odeint_julia(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method: Any = "dopri5", rtol: float = 1e-7,
@@ -66,7 +68,8 @@ def odeint_julia(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method: A
     Same arguments and result as :func:`pyjode.odeint`. Methods: ``"euler" "midpoint" "heun" "rk4"``
     (with ``step_size``), ``"bosh3" "dopri5" "tsit5"``, or ``pyjode.Reversible(base)`` with a fixed
     ``step_size``. Gradients: ``"quadrature"``, ``"backsolve"`` and ``"reversible"``; ``"direct"``
-    only when no gradient is needed.
+    only when no gradient is needed. ``"quadrature"`` and ``"backsolve"`` also return ``dL/dt`` when
+    ``t`` requires grad, as on the PyTorch backend; ``"reversible"`` has none and refuses such a ``t``.
 
     Raises:
         JuliaUnavailableError: Julia cannot be used here (raised before anything is downloaded).

@@ -4,22 +4,37 @@ The Julia backend runs the named methods on OrdinaryDiffEq and three gradient me
 Gauss–Legendre quadrature adjoint, the backsolve adjoint (seminorm or RMS step control) and the exact
 backward pass of McCallum–Foster reversible solvers. Everything else raises
 :class:`JuliaUnsupportedError`, whose message names the argument and the alternatives.
+
+The plan is made from the same objects the PyTorch backend runs: ``adjoint`` is resolved with
+:func:`pyjode.adjoints.resolve_adjoint` (so ``"quadrature"`` is ``Quadrature()``, with its default
+``state="resolve"``, on both backends), every setting is read off that object, and an unset backward
+tolerance means the forward one exactly as in ``ContinuousAdjoint.backward_kwargs`` (``None``, not any
+falsy value: ``rtol=0.0`` stays 0.0).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ..adjoints import resolve_adjoint
+from ..adjoints.backsolve import Backsolve
+from ..adjoints.direct import Direct
+from ..adjoints.quadrature import Quadrature, default_nodes_per_step
+from ..adjoints.reversible import ReversibleAdjoint
+from ..reversible import Reversible
 from ..tableau import TABLEAUS, ButcherTableau, get_tableau
 
 __all__ = ["JuliaUnsupportedError", "JuliaPlan", "make_plan", "unsupported_reason", "JULIA_METHODS",
-           "JULIA_ADJOINTS"]
+           "JULIA_ADJOINTS", "NODE_BATCH_ELEMENTS"]
 
 JULIA_METHODS = ("euler", "midpoint", "heun", "rk4", "bosh3", "dopri5", "tsit5")
 JULIA_ADJOINTS = ("quadrature", "backsolve", "reversible")
 _ALTERNATIVES = 'use adjoint="quadrature" or "backsolve" (or "reversible" with pyjode.Reversible), or backend="torch"'
+
+# As the PyTorch backend's Quadrature(max_nodes_per_call=None): one batched parameter VJP takes as many
+# quadrature nodes as fit in 2**14 state elements.
+NODE_BATCH_ELEMENTS = 2 ** 14
 
 
 class JuliaUnsupportedError(ValueError):
@@ -30,43 +45,34 @@ class JuliaUnsupportedError(ValueError):
 class JuliaPlan:
     """A validated Julia solve. ``gradient`` is ``"none"`` when no gradient will be asked for."""
 
-    gradient: str
+    gradient: str                        # "quadrature", "backsolve", "reversible" or "none"
     method: Optional[str]                # OrdinaryDiffEq method name, None for reversible solves
     tableau: Optional[ButcherTableau]    # the reversible solver's base step
     coupling: float
     rtol: float
     atol: float
-    step_size: float                     # 0.0 when adaptive
-    max_steps: int
+    step_size: float                     # 0.0 when not given (adaptive: the solver picks the first step)
+    max_steps: Optional[int]             # None: the default cap of adaptive methods, none for fixed steps
     adjoint_method: Optional[str]
     adjoint_rtol: float
     adjoint_atol: float
-    norm: str
+    norm: str                            # backsolve: "seminorm" or "rms"
     state: str                           # quadrature: "stored" forward solution or "resolve"
     nodes: int                           # GL nodes per backward step (quadrature)
-    max_nodes: int                       # points one parameter VJP stages
+    nodes_per_call: Optional[int]        # quadrature: Quadrature(max_nodes_per_call=...)
+    time_gradients: bool                 # whether dL/dt can be returned
+
+    def max_nodes(self, n: int) -> int:
+        """Points one parameter VJP stages, for states of ``n`` elements: every stage of a reversible
+        step, or whole steps' worth of quadrature nodes up to the PyTorch backend's batch size."""
+        stages = self.tableau.stages if self.tableau is not None else 0
+        if self.gradient != "quadrature":
+            return max(1, stages)
+        batch = self.nodes_per_call or max(1, NODE_BATCH_ELEMENTS // max(n, 1))
+        return max(self.nodes, self.nodes * (batch // self.nodes), stages)
 
 
-def adjoint_name(adjoint: Any) -> str:
-    if isinstance(adjoint, str):
-        return adjoint
-    name = getattr(adjoint, "name", None)
-    if isinstance(name, str):
-        return name
-    return type(adjoint).__name__.lower().replace("adjoint", "") or "reversible"
-
-
-def _reversible_base(method: Any) -> Optional[ButcherTableau]:
-    """The base tableau of a ``pyjode.Reversible`` method, ``None`` for anything else."""
-    if isinstance(method, (str, ButcherTableau)) or not hasattr(method, "coupling"):
-        return None
-    base = getattr(method, "base", None)
-    if base is None:
-        base = getattr(method, "tableau", None)
-    return get_tableau(base)
-
-
-def _method_name(method: Any) -> str:
+def _julia_method_name(method: Any) -> str:
     if isinstance(method, ButcherTableau) and TABLEAUS.get(method.name) is not method:
         raise JuliaUnsupportedError(
             f"method={method!r}: custom tableaus run on backend=\"torch\" only; backend=\"julia\" offers "
@@ -81,27 +87,38 @@ def _method_name(method: Any) -> str:
     return tableau.name
 
 
+def _resolve_method(method: Any) -> Any:
+    """A :class:`pyjode.Reversible` as given, anything else as a tableau (as ``pyjode.odeint`` does)."""
+    return method if isinstance(method, Reversible) else get_tableau(method)
+
+
 def make_plan(method: Any, adjoint: Any, *, rtol: float, atol: float, step_size: Optional[float],
-              max_steps: Optional[int], needs_grad: bool) -> JuliaPlan:
+              max_steps: Optional[int], needs_grad: bool, t_requires_grad: bool = False) -> JuliaPlan:
     """Validate one call for the Julia backend; raise ``ValueError``/``JuliaUnsupportedError`` if it cannot run."""
-    kind = adjoint_name(adjoint)
-    if kind not in ("direct",) + JULIA_ADJOINTS:
-        raise ValueError(f"adjoint={adjoint!r} is not known; choose one of {['direct', *JULIA_ADJOINTS]}")
+    grad = resolve_adjoint(adjoint)  # the PyTorch backend's own object and errors
     if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0):
         raise ValueError(f"step_size must be a positive number, got {step_size!r}")
-    base = _reversible_base(method)
-    if kind == "reversible" and base is None:
-        raise ValueError(
-            f'adjoint="reversible" reconstructs states exactly and needs a reversible method: pass '
-            f"method=pyjode.Reversible({method!r}), got method={method!r}"
-        )
-    gradient = kind if needs_grad else "none"
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
+    resolved = _resolve_method(method)
+    grad.check_method(resolved)  # e.g. ReversibleAdjoint without pyjode.Reversible, as on torch
+    if isinstance(grad, Direct):
+        gradient = "direct"
+    elif isinstance(grad, (Quadrature, Backsolve, ReversibleAdjoint)):
+        gradient = grad.name
+    else:
+        raise JuliaUnsupportedError(f"adjoint={grad!r} is not available on backend=\"julia\"; " + _ALTERNATIVES)
+    if not needs_grad:
+        gradient = "none"
     if gradient == "direct":
         raise JuliaUnsupportedError(
             'adjoint="direct" (backpropagation through the solver) is not available on backend="julia"; '
             + _ALTERNATIVES
         )
-    name, nodes = None, 0
+
+    base = resolved.tableau if isinstance(resolved, Reversible) else None
+    name = adj_method = None
+    adj_rtol, adj_atol, norm, state, nodes, nodes_per_call = rtol, atol, "seminorm", "resolve", 0, None
     if base is not None:
         if gradient not in ("none", "reversible"):
             raise JuliaUnsupportedError(
@@ -114,42 +131,37 @@ def make_plan(method: Any, adjoint: Any, *, rtol: float, atol: float, step_size:
                 f"pyjode.Reversible({base.name!r}) steps adaptively, which is on backend=\"torch\" only "
                 "(or choose a base among 'euler', 'midpoint', 'heun', 'rk4')"
             )
-    else:
-        name = _method_name(method)
-        if not get_tableau(name).adaptive and step_size is None:
-            raise ValueError(f"method={name!r} is a fixed-step method: pass step_size=...")
-    adj_method, adj_rtol, adj_atol, norm, state = name, rtol, atol, "seminorm", "stored"
-    if gradient in ("quadrature", "backsolve") and not isinstance(adjoint, str):
-        adj_rtol = getattr(adjoint, "rtol", None) or rtol
-        adj_atol = getattr(adjoint, "atol", None) or atol
-        override = getattr(adjoint, "method", None)
-        if override is not None:
-            adj_method = _method_name(override)
-        norm = getattr(adjoint, "norm", None) or "seminorm"
-        if gradient == "backsolve" and norm not in ("seminorm", "rms"):
+        if gradient == "reversible" and t_requires_grad:
             raise JuliaUnsupportedError(
-                f'Backsolve(norm={norm!r}) is not available on backend="julia"; choose "seminorm" or "rms", '
-                'or use backend="torch"'
+                'adjoint="reversible" returns no gradient with respect to t; pass t.detach(), or use '
+                'adjoint="quadrature" or "backsolve", which do'
             )
-        nodes = int(getattr(adjoint, "nodes_per_step", None) or 0)
-        state = getattr(adjoint, "state", None) or "stored"
-    if adj_method is not None and not get_tableau(adj_method).adaptive and step_size is None:
-        raise ValueError(f"the adjoint's method={adj_method!r} is a fixed-step method: pass step_size=...")
-    if gradient == "quadrature" and nodes <= 0:
-        # As pyjode.Quadrature: ceil(q / 2) nodes per step, q the order of the step-size control.
-        tab = get_tableau(adj_method)
-        nodes = max(1, math.ceil((tab.error_order if tab.adaptive else tab.order) / 2))
-    coupling = float(getattr(method, "coupling", 1.0)) if base is not None else 1.0
-    if not 0.0 < coupling <= 1.0:
-        raise ValueError(f"the reversible solver's coupling must lie in (0, 1], got {coupling}; 0.999 is usual")
-    max_nodes = max(1, nodes, base.stages if base is not None else 0)
+    else:
+        name = adj_method = _julia_method_name(resolved)
+        if not resolved.adaptive and step_size is None:
+            raise ValueError(f"method={name!r} is a fixed-step method: pass step_size=...")
+    if isinstance(grad, (Quadrature, Backsolve)) and gradient != "none":
+        # ContinuousAdjoint.backward_kwargs / backward_tableau: None means "as the forward solve".
+        adj_rtol = rtol if grad.rtol is None else grad.rtol
+        adj_atol = atol if grad.atol is None else grad.atol
+        if grad.method is not None:
+            adj_method = _julia_method_name(grad.method)
+        if isinstance(grad, Backsolve):
+            norm = grad.norm
+        else:
+            state = grad.state
+            nodes_per_call = grad.max_nodes_per_call
+            nodes = (default_nodes_per_step(get_tableau(adj_method)) if grad.nodes_per_step is None
+                     else grad.nodes_per_step)
+        if not get_tableau(adj_method).adaptive and step_size is None:
+            raise ValueError(f"the adjoint's method={adj_method!r} is a fixed-step method: pass step_size=...")
+    coupling = resolved.coupling if base is not None else 1.0
     return JuliaPlan(
-        gradient=gradient, method=name, tableau=base,
-        coupling=coupling,
-        rtol=float(rtol), atol=float(atol), step_size=float(step_size or 0.0),
-        max_steps=int(max_steps) if max_steps is not None else 100_000,
+        gradient=gradient, method=name, tableau=base, coupling=float(coupling),
+        rtol=float(rtol), atol=float(atol), step_size=float(step_size or 0.0), max_steps=max_steps,
         adjoint_method=adj_method, adjoint_rtol=float(adj_rtol), adjoint_atol=float(adj_atol),
-        norm=norm, state=state, nodes=nodes, max_nodes=max_nodes,
+        norm=norm, state=state, nodes=int(nodes), nodes_per_call=nodes_per_call,
+        time_gradients=gradient in ("quadrature", "backsolve"),
     )
 
 

@@ -21,6 +21,13 @@ from .base import SolveSpec, run_method
 from .continuous import ContinuousAdjoint, ForwardRecord, interval_pairs, state_vjp_field, weighted_param_vjp
 
 
+def default_nodes_per_step(tableau: ButcherTableau) -> int:
+    """Gauss–Legendre nodes per backward step when ``nodes_per_step`` is not given: ``ceil(q / 2)``, ``q``
+    the order of the step-size control (see :class:`Quadrature`). The Julia backend uses this too."""
+    q = tableau.error_order if tableau.adaptive else tableau.order
+    return max(1, math.ceil(q / 2))
+
+
 class Quadrature(ContinuousAdjoint):
     """Gauss–Legendre quadrature adjoint.
 
@@ -81,8 +88,7 @@ class Quadrature(ContinuousAdjoint):
     def _nodes(self, tableau: ButcherTableau) -> int:
         if self.nodes_per_step is not None:
             return self.nodes_per_step
-        q = tableau.error_order if tableau.adaptive else tableau.order
-        return max(1, math.ceil(q / 2))
+        return default_nodes_per_step(tableau)
 
     def forward_solve(self, spec: SolveSpec, counter: Counter):
         if self.state == "resolve":

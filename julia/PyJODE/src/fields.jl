@@ -8,6 +8,7 @@
 #   node_buffers(F)                    (U, A, T, W): n×K, n×K, K, K staging arrays
 #   vjp_params!(F, gp, k)              gp = Σ_{j≤k} W[j] · A[:, j]ᵀ ∂f/∂θ(T[j], U[:, j])
 #   nparams(F)                         length of θ
+#   param_sizes(F)                     lengths of θ's tensors, in order (optional: one tensor by default)
 #
 # Parameter VJPs at several points (quadrature nodes, the stages of one Runge–Kutta step) go through
 # `node_buffers` + `vjp_params!`, so a field backed by Python pays one crossing for all of them.
@@ -20,6 +21,15 @@ function vjp_all! end
 function vjp_params! end
 function node_buffers end
 function nparams end
+
+"""
+    param_sizes(F) -> collection of Int
+
+How θ splits into tensors (PyTorch modules have one per weight and bias). The RMS error norm of the
+backsolve adjoint measures each as its own part, as pyjode's PyTorch backend and torchdiffeq do. A field
+whose θ is one tensor need not define it.
+"""
+param_sizes(F::AbstractField) = (nparams(F),)
 
 """Largest number of points one `vjp_params!` call can take."""
 max_nodes(F::AbstractField) = length(node_buffers(F)[3])

@@ -19,6 +19,8 @@ function StepWork(u::AbstractVector, s::Integer, p::Integer)
                     similar(u, p))
 end
 
+release_one!(W::StepWork) = release!(W.Ystage, W.Kstage, W.Ybar, W.kbar, W.junk, W.gp)
+
 """
     rk_step!(out, F, tab, W, t, h, x)
 
@@ -103,33 +105,36 @@ Writes y at every output time into `out` (`(len(ts), n)` row-major) and the fina
 """
 function reversible_forward!(F::AbstractField, y0, ts, out, zout; tableau::Tableau, step_size,
                              coupling = 0.999)
-    check_coupling(coupling)
-    step_size > 0 || throw(ArgumentError("the reversible solver takes fixed steps: pass step_size > 0"))
-    λ = coupling
-    n, N = length(y0), length(ts)
-    Y = reshape(out, n, N)
-    copyto!(view(Y, :, 1), y0)
-    y, z, Φ = copy(y0), copy(y0), similar(y0)
-    W = StepWork(y0, stages(tableau), nparams(F))
-    nsteps_total = 0
-    for i in 2:N
-        m = nsteps(ts[i - 1], ts[i], step_size)
-        for j in 0:(m - 1)
-            t, t1, h = substep(ts[i - 1], ts[i], m, j)
-            rk_step!(Φ, F, tableau, W, t, h, z)
-            y .= λ .* (y .- z) .+ Φ
-            rk_step!(Φ, F, tableau, W, t1, -h, y)
-            z .= z .+ y .- Φ
+    return synchronised(out) do
+        check_coupling(coupling)
+        step_size > 0 || throw(ArgumentError("the reversible solver takes fixed steps: pass step_size > 0"))
+        λ = coupling
+        n, N = length(y0), length(ts)
+        Y = reshape(out, n, N)
+        copyto!(view(Y, :, 1), y0)
+        y, z, Φ = copy(y0), copy(y0), similar(y0)
+        W = StepWork(y0, stages(tableau), nparams(F))
+        nsteps_total = 0
+        for i in 2:N
+            m = nsteps(ts[i - 1], ts[i], step_size)
+            for j in 0:(m - 1)
+                t, t1, h = substep(ts[i - 1], ts[i], m, j)
+                rk_step!(Φ, F, tableau, W, t, h, z)
+                y .= λ .* (y .- z) .+ Φ
+                rk_step!(Φ, F, tableau, W, t1, -h, y)
+                z .= z .+ y .- Φ
+            end
+            nsteps_total += m
+            copyto!(view(Y, :, i), y)
         end
-        nsteps_total += m
-        copyto!(view(Y, :, i), y)
+        copyto!(zout, z)
+        release!(y, z, Φ, W)
+        if !all(isfinite, out)
+            throw(SolveFailure("the reversible solve became NaN or inf with step_size=$step_size; try a " *
+                               "smaller step_size, a smaller coupling, or float64"))
+        end
+        (2 * stages(tableau) * nsteps_total, nsteps_total, 0)
     end
-    copyto!(zout, z)
-    if !all(isfinite, out)
-        throw(SolveFailure("the reversible solve became NaN or inf with step_size=$step_size; try a " *
-                           "smaller step_size, a smaller coupling, or float64"))
-    end
-    return (2 * stages(tableau) * nsteps_total, nsteps_total, 0)
 end
 
 """
@@ -147,32 +152,35 @@ At an output time ȳ gains that output's cotangent; finally dL/dy₀ = ȳ + z̄ 
 """
 function reversible_adjoint!(F::AbstractField, ys, zN, ts, gys, gy0, gθ; tableau::Tableau, step_size,
                              coupling = 0.999)
-    check_coupling(coupling)
-    λ = coupling
-    n, N = length(gy0), length(ts)
-    Y = reshape(ys, n, N)
-    G = reshape(gys, n, N)
-    y, z = copy(view(Y, :, N)), copy(zN)
-    ybar, zbar = copy(view(G, :, N)), zero(gy0)
-    s1, s2, xbar = similar(gy0), similar(gy0), similar(gy0)
-    W = StepWork(gy0, stages(tableau), nparams(F))
-    fill!(gθ, 0)
-    nsteps_total = 0
-    for i in N:-1:2
-        m = nsteps(ts[i - 1], ts[i], step_size)
-        for j in (m - 1):-1:0
-            t, t1, h = substep(ts[i - 1], ts[i], m, j)
-            rk_step_vjp!(xbar, gθ, -1, F, tableau, W, t1, -h, y, zbar, s1)
-            z .= z .- y .+ s1
-            ybar .+= zbar .- xbar
-            rk_step_vjp!(xbar, gθ, 1, F, tableau, W, t, h, z, ybar, s2)
-            y .= (y .- s2) ./ λ .+ z
-            zbar .= zbar .- λ .* ybar .+ xbar
-            ybar .*= λ
+    return synchronised(gθ) do
+        check_coupling(coupling)
+        λ = coupling
+        n, N = length(gy0), length(ts)
+        Y = reshape(ys, n, N)
+        G = reshape(gys, n, N)
+        y, z = copy(view(Y, :, N)), copy(zN)
+        ybar, zbar = copy(view(G, :, N)), zero(gy0)
+        s1, s2, xbar = similar(gy0), similar(gy0), similar(gy0)
+        W = StepWork(gy0, stages(tableau), nparams(F))
+        fill!(gθ, 0)
+        nsteps_total = 0
+        for i in N:-1:2
+            m = nsteps(ts[i - 1], ts[i], step_size)
+            for j in (m - 1):-1:0
+                t, t1, h = substep(ts[i - 1], ts[i], m, j)
+                rk_step_vjp!(xbar, gθ, -1, F, tableau, W, t1, -h, y, zbar, s1)
+                z .= z .- y .+ s1
+                ybar .+= zbar .- xbar
+                rk_step_vjp!(xbar, gθ, 1, F, tableau, W, t, h, z, ybar, s2)
+                y .= (y .- s2) ./ λ .+ z
+                zbar .= zbar .- λ .* ybar .+ xbar
+                ybar .*= λ
+            end
+            nsteps_total += m
+            ybar .+= view(G, :, i - 1)
         end
-        nsteps_total += m
-        ybar .+= view(G, :, i - 1)
+        gy0 .= ybar .+ zbar
+        release!(y, z, ybar, zbar, s1, s2, xbar, W)
+        (6 * stages(tableau) * nsteps_total, nsteps_total, 0)
     end
-    gy0 .= ybar .+ zbar
-    return (6 * stages(tableau) * nsteps_total, nsteps_total, 0)
 end

@@ -108,23 +108,53 @@ relerr(a, b) = norm(a - b) / norm(b)
         @test nrm(-2.0, 0.0) == 2.0
     end
 
+    @testset "rms norm: one part per parameter tensor" begin
+        nrm = PyJODE.fullnorm(2, (3, 1))
+        u = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 10.0]
+        @test nrm(u, 0.0) ≈ 10.0  # not sqrt((3 + 100) / 4): the two tensors are measured apart
+        @test PyJODE.fullnorm(2, (0, 2))([1.0, 1.0, 2.0, 2.0, 3.0, 3.0], 0.0) ≈ 3.0
+        @test PartsNorm(2, 2)([3.0, 4.0, 0.0, 1.0], 0.0) ≈ sqrt(12.5)
+    end
+
+    @testset "default quadrature nodes follow the step control's order" begin
+        # As pyjode.adjoints.quadrature.default_nodes_per_step: ceil(q / 2).
+        @test [PyJODE.default_nodes(PyJODE.method_spec(m)) for m in ("euler", "midpoint", "rk4", "bosh3", "dopri5", "tsit5")] ==
+              [1, 1, 2, 1, 2, 2]
+    end
+
+    @testset "quadrature nodes batched across steps give the same gradient" begin
+        out = zeros(3 * length(TS))
+        forward!(F, Y0, TS, out; method = "dopri5", rtol = 1e-10, atol = 1e-12)
+        grads = map((2, 3, 8)) do capacity  # nodes one vjp_params! call can take; 3 nodes per step
+            g0, gp = zeros(3), zeros(9)
+            quadrature_adjoint!(LinearField(M0; nodes = capacity), out, TS, vec(GYS), g0, gp;
+                                method = "dopri5", rtol = 1e-10, atol = 1e-12, nodes = min(capacity, 3))
+            gp
+        end
+        @test relerr(grads[3], grads[2]) < 1e-13
+        @test relerr(grads[1], gθ_exact) < 1e-6
+    end
+
     @testset "reversible $(name)" for name in ("midpoint", "rk4", "dopri5")
         tab = tableau(name)
         h, λ = 0.05, 0.999
-        run(M, y0) = begin
-            out, zN = zeros(3 * length(TS)), zeros(3)
-            reversible_forward!(LinearField(M), y0, TS, out, zN; tableau = tab, step_size = h, coupling = λ)
-            out, zN
+        # A closure that assigned `out, zN` would rebind the testset's own `out, zN` below (Julia's
+        # closures capture enclosing locals by reference), so its results get other names.
+        solve_rev(M, y0) = begin
+            ys_rev, z_rev = zeros(3 * length(TS)), zeros(3)
+            reversible_forward!(LinearField(M), y0, TS, ys_rev, z_rev; tableau = tab, step_size = h,
+                                coupling = λ)
+            ys_rev, z_rev
         end
-        out, zN = run(M0, Y0)
+        out, zN = solve_rev(M0, Y0)
         # Global error of the base method at h = 0.05 (midpoint 3e-4, rk4 5e-8, dopri5 1e-10 in pyjode's
         # PyTorch backend on this problem).
         @test relerr(reshape(out, 3, :), exact_ys) < Dict("midpoint" => 1e-3, "rk4" => 1e-6, "dopri5" => 1e-8)[name]
-        loss(M, y0) = sum(reshape(run(M, y0)[1], 3, :) .* GYS)
+        loss(M, y0) = sum(reshape(solve_rev(M, y0)[1], 3, :) .* GYS)
         gy0, gθ = zeros(3), zeros(9)
         reversible_adjoint!(F, out, zN, TS, vec(GYS), gy0, gθ; tableau = tab, step_size = h, coupling = λ)
         # The discrete map is linear in y0, so its gradient is exact to rounding.
-        J = hcat((run(M0, Y0 + e)[1] - out for e in eachcol(Matrix(1.0I, 3, 3)))...)
+        J = hcat((solve_rev(M0, Y0 + e)[1] - out for e in eachcol(Matrix(1.0I, 3, 3)))...)
         @test relerr(gy0, J' * vec(GYS)) < 1e-9
         ϵ = 1e-6
         fd = map(1:9) do k
@@ -140,6 +170,9 @@ relerr(a, b) = norm(a - b) / norm(b)
         out = zeros(3 * length(TS))
         @test_throws ArgumentError forward!(F, Y0, TS, out; method = "rk4")
         @test_throws PyJODE.SolveFailure forward!(F, Y0, TS, out; method = "dopri5", max_steps = 2)
+        # max_steps caps the whole solve (15 fixed steps here), not each output interval.
+        @test_throws PyJODE.SolveFailure forward!(F, Y0, TS, out; method = "rk4", step_size = 0.1, max_steps = 10)
+        @test forward!(F, Y0, TS, out; method = "rk4", step_size = 0.1, max_steps = 20)[2] >= 15
         @test_throws ArgumentError reversible_forward!(F, Y0, TS, out, zeros(3); tableau = tableau("rk4"),
                                                        step_size = 0.1, coupling = 1.5)
     end
