@@ -20,7 +20,8 @@ is an ``AbstractSolver``; in torchode's a ``SingleStepMethod``.
   ``dense_output`` is true; otherwise the loops land a step on every output time.
 
 Attributes: ``adaptive`` (has an error estimate), ``order``, ``error_order`` (order of the embedded
-method, which sets the controller's exponent) and ``dense_output``.
+method, which sets the controller's exponent), ``dense_output``, and ``time``, which makes the field's
+0-dim time tensor from a Python float (see :func:`time_maker`).
 """
 
 from __future__ import annotations
