@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 
-from ..integrate import fixed_loop
 from ..reversible import reverse_sweep
 from ..stepper import time_maker
 
@@ -43,20 +42,8 @@ class ReversibleSDESolve:
         self.problem, self.stepper = problem, stepper
 
     def forward(self, y0: torch.Tensor):
-        p = self.problem
-        zs = {0: y0}
-
-        def keep_z(t0, t1, y, y1, pair, stepper, _k=[0]):
-            _k[0] += 1
-            if p.is_output[_k[0]]:
-                zs[_k[0]] = pair[1]
-
-        counter = p.counting()
-        run = fixed_loop(self.stepper, None, y0, p.grid_list, p.is_output, p.control, counter, on_step=keep_z,
-                         controls=p.controls(y0))
-        p.record_forward(counter)
-        self.out_index = run.output_steps
-        return torch.stack(run.ys), (torch.stack(run.ys), torch.stack([zs[k] for k in run.output_steps]))
+        ys, zs, self.out_index = self.problem.solve_keeping_z(self.stepper, y0, lambda pair: pair[1])
+        return ys, (ys, zs)
 
     def backward(self, saved, grad_ys: torch.Tensor, params):
         ys, zs = saved

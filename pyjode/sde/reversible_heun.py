@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import torch
 
-from ..integrate import fixed_loop
 from ..stepper import Stepper, time_maker
 from .methods.method import SDEMethod
 from .noise_types import NOISE_TYPES
@@ -62,21 +61,9 @@ class ReversibleHeunSolve:
 
     def forward(self, y0: torch.Tensor):
         p = self.problem
-        zs = {0: y0}
-
-        def keep_z(t0, t1, y, y1, dense, stepper, _k=[0]):
-            _k[0] += 1
-            if p.is_output[_k[0]]:
-                zs[_k[0]] = dense
-
         stepper = ReversibleHeunStepper(p.f_and_g, p.axpy, y0)
-        counter = p.counting()
-        run = fixed_loop(stepper, None, y0, p.grid_list, p.is_output, p.control, counter, on_step=keep_z,
-                         controls=p.controls(y0))
-        p.record_forward(counter)
-        self.out_index = run.output_steps
-        ys = torch.stack(run.ys)
-        return ys, (ys, torch.stack([zs[k] for k in run.output_steps]))
+        ys, zs, self.out_index = p.solve_keeping_z(stepper, y0, lambda z: z)
+        return ys, (ys, zs)
 
     def backward(self, saved, grad_ys, params):
         ys, zs = saved

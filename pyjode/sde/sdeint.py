@@ -127,6 +127,22 @@ class _Problem:
             for j in range(len(dws) - 1, -1, -1):
                 yield k0 + j, dws[j]
 
+    def solve_keeping_z(self, stepper, y0: torch.Tensor, z_of):
+        """The forward pass of a reversible solver: ``(ys, zs, output steps)``, with z at every output
+        taken from each step's dense information by ``z_of``."""
+        zs, k = {0: y0}, [0]
+
+        def keep_z(t0, t1, y, y1, dense, stepper):
+            k[0] += 1
+            if self.is_output[k[0]]:
+                zs[k[0]] = z_of(dense)
+
+        counter = self.counting()
+        run = fixed_loop(stepper, None, y0, self.grid_list, self.is_output, self.control, counter, on_step=keep_z,
+                         controls=self.controls(y0))
+        self.record_forward(counter)
+        return torch.stack(run.ys), torch.stack([zs[i] for i in run.output_steps]), run.output_steps
+
     def counting(self) -> Counter:
         """The counter that the SDE's evaluations go to from now on: for the forward pass the one that
         already holds the evaluation checking shapes, afterwards a fresh one per pass."""
