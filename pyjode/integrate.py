@@ -205,6 +205,7 @@ def check_finite_outputs(ys, ts, step_size):
 
 def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], control: StepControl,
                   counter: Counter, on_step=None, keep_times: bool = False) -> Run:
+    """Adaptive steps from ``ts[0]`` through every output time (see the module docstring)."""
     rtol, atol, norm, controller = control.rtol, control.atol, control.norm, control.controller
     k = min(stepper.order, stepper.error_order) + 1
     t0, t_end = ts[0], ts[-1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from .solve import solve
@@ -16,3 +18,9 @@ def odeint(func, y0: torch.Tensor, t, **kwargs) -> torch.Tensor:
     if "dense" in kwargs:
         raise TypeError("odeint returns tensors: use pyjode.solve(..., dense=True) for a dense solution")
     return solve(func, y0, t, **kwargs).ys
+
+
+# help(pyjode.odeint) shows solve's keywords, all of which it takes but dense.
+odeint.__signature__ = inspect.signature(solve).replace(
+    parameters=[p for p in inspect.signature(solve).parameters.values() if p.name != "dense"],
+    return_annotation=torch.Tensor)
