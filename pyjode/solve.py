@@ -116,7 +116,7 @@ def solve(
     params = _resolve_params(func, adjoint_params)
     ts = t.detach().double().cpu().tolist()
     spec = SolveSpec(func=func, y0=y0, t=t, ts=ts, method=method, control=control, params=params, stats=stats,
-                     on_step=recorder)
+                     on_step=recorder, params_given=adjoint_params is not None)
     ys = grad_method.solve(spec)
     trajectory = None if recorder is None or len(ts) < 2 else recorder.finish(func, ts[-1], ys[-1])
     return Solution(t, ys, stats, trajectory)
