@@ -11,6 +11,7 @@ import torch
 
 from .adjoints import resolve_adjoint
 from .adjoints.base import GradientMethod, SolveSpec
+from .function_transforms import check_function_transforms
 from .stats import Stats
 from .solution import Solution
 from .step_control import StepControl
@@ -96,6 +97,7 @@ def solve(
     method = _resolve_method(method, step_size)
     grad_method = resolve_adjoint(adjoint)
     grad_method.check_method(method)
+    check_function_transforms(grad_method.name)
     recorder = _dense_recorder(dense, method, grad_method, t, backend)
     if y0.numel() == 0:  # nothing to integrate: the empty trajectory, still attached to y0's graph
         return Solution(t, torch.stack([y0] * len(t)), stats)
