@@ -35,6 +35,7 @@ from torch.func import functional_call
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
+from .trace_key import python_state_key
 from .taylor_mode import taylor_series
 
 __all__ = ["TaylorLagrange", "MidpointNet", "taylor_lagrange_step", "fit_midpoint", "train_alternating"]
@@ -223,7 +224,8 @@ class TaylorLagrange(nn.Module):
 
     def _fixed_graph(self, names, values, t, end, y0) -> Callable:
         key = (tuple(y0.shape), y0.dtype, y0.device, t.dtype, end.dtype, self.order, self.steps, id(self.func),
-               id(self.midpoint), tuple((n, tuple(v.shape), v.dtype, v.device) for n, v in zip(names, values)))
+               id(self.midpoint), tuple((n, tuple(v.shape), v.dtype, v.device) for n, v in zip(names, values)),
+               python_state_key(self.func), python_state_key(self.midpoint))
         graphs = self.__dict__.setdefault("_graphs", {})
         if key not in graphs:
             if len(graphs) >= self._MAX_GRAPHS:
