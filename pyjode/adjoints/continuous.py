@@ -195,6 +195,11 @@ class ContinuousAdjoint(GradientMethod):
             tab = self.backward_tableau(spec)
             if not tab.adaptive and spec.control.step_size is None:
                 raise ValueError(f"the backward method {tab.name!r} is fixed-step: pass step_size=... to odeint")
+        if not spec.params_given and torch.is_grad_enabled() and not (
+                spec.y0.requires_grad or spec.t.requires_grad or any(p.requires_grad for p in spec.params)):
+            # nothing the function sees requires grad, so its output would not either, and there would be no
+            # backward pass to find a captured tensor in: look now (one uncounted evaluation)
+            check_no_captured_tensors(spec.func, spec.ts[0], spec.y0, spec.params, self.name)
         return _ContinuousAdjointFunction.apply(self, spec, spec.y0, spec.t, *spec.params)
 
     def __repr__(self) -> str:

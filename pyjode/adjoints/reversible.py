@@ -77,6 +77,10 @@ class ReversibleAdjoint(GradientMethod):
                 "adjoint='reversible' does not compute gradients with respect to t; pass t.detach(), or use "
                 "adjoint='direct' to differentiate the output times"
             )
+        if not spec.params_given and torch.is_grad_enabled() and not (
+                spec.y0.requires_grad or any(p.requires_grad for p in spec.params)):
+            # no input requires grad, so no backward pass would look for captured tensors: look now
+            check_no_captured_tensors(spec.func, spec.ts[0], spec.y0, spec.params, self.name)
         return ExactReversibleAdjoint.apply(_ReversibleSolve(self, spec), spec.y0, *spec.params)
 
 
