@@ -20,7 +20,7 @@ from pyjode.step_control import StepControl
 from pyjode.tableau import get_tableau
 
 
-def main(repeats: int = 15) -> None:
+def main(repeats: int = 41) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).double()
