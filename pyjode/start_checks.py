@@ -30,9 +30,10 @@ def first_bad_index(bad: torch.Tensor, shape) -> tuple:
 
 
 def check_start(t0: float, y0: torch.Tensor, f0: Optional[torch.Tensor] = None, rtol: Optional[float] = None,
-                atol: Optional[float] = None) -> None:
+                atol: Optional[float] = None, norm=None) -> None:
     """Raise :class:`~pyjode.errors.BadStartError` if ``y0`` or ``f0 = f(t0, y0)`` is not finite, or if the
-    error scale ``atol + rtol |y0|`` (in ``y0``'s dtype) is zero anywhere."""
+    error scale ``atol + rtol |y0|`` (in ``y0``'s dtype) is zero in a component that the error ``norm``
+    measures (a seminorm leaves some out)."""
     with torch.no_grad():
         y = y0.detach()
         checks = [torch.isfinite(y).all()]
@@ -40,7 +41,8 @@ def check_start(t0: float, y0: torch.Tensor, f0: Optional[torch.Tensor] = None, 
             checks.append(torch.isfinite(f0.detach()).all())
         if rtol is not None:
             scale = y.abs().mul(rtol).add(atol)
-            checks.append((scale > 0).all())
+            checks.append(torch.isfinite(torch.as_tensor(norm(scale.reciprocal()))) if norm is not None
+                          else (scale > 0).all())
         ok = torch.stack(checks).tolist()
     if not ok[0]:
         bad = ~torch.isfinite(y)
@@ -121,6 +123,9 @@ class CheckedField:
 
 def backward_failure(err: SolveError, part: str) -> SolveError:
     """``err`` (raised by a backward solve's loop) restated as a failure of the backward pass."""
+    if err.cause == "zero_error_scale":  # the adjoint starts at zero in some component: atol = 0 cannot work
+        return err.in_backward(None, "the adjoint state starts at zero in some components, so the backward solve "
+                                     "needs atol > 0: pass it to the adjoint, e.g. adjoint=pyjode.Backsolve(atol=1e-9)")
     hint = ("the gradient is NaN or inf there: check the field's derivatives at that time (a NaN only in "
             "its Jacobian, e.g. sqrt at 0), or try tighter forward tolerances, float64, or adjoint=\"direct\"")
     return err.in_backward(part, hint)

@@ -116,6 +116,22 @@ def test_field_nan_just_after_t0_reported_quickly():
     assert info.value.cause == "nonfinite_field" and stats.rejected_forward < 100
 
 
+@pytest.mark.parametrize("name", sorted(CONTINUOUS))
+def test_atol_zero_with_a_nonzero_state_still_trains(name):
+    """The zero-scale check must not refuse what works: atol=0 with no zero state component, where the
+    adjoint's a_θ starts at zero (it leaves zero on the first step, which has a given first step)."""
+    func = MLP()
+    y0 = torch.ones(2, 3, dtype=F64)
+    kw = dict(rtol=1e-9, atol=0.0)
+    (g,) = torch.autograd.grad(pyjode.odeint(func, y0, [0.0, 1.0], adjoint=CONTINUOUS[name](), **kw)[-1].sum(),
+                               func.net[0].weight)
+    (e,) = torch.autograd.grad(pyjode.odeint(func, y0, [0.0, 1.0], rtol=1e-13, atol=1e-14)[-1].sum(),
+                               func.net[0].weight)
+    # measured norm-wise, as a solver tolerance bounds it (the quadrature's error at rtol=1e-9 is ~1.4e-7 of
+    # the largest entry, the same with atol=0 as with atol=1e-12)
+    assert float((g - e).abs().max()) <= 1e-6 * float(e.abs().max())
+
+
 # ----------------------------------------------------------------------------------------------------
 # Half precision and autocast.
 
@@ -298,7 +314,8 @@ class _Changing:
         return -y[:1] if self.kind == "shape" else (-y).float()
 
 
-@pytest.mark.parametrize("kind, match", [("shape", r"returned shape \(1, 3\)"), ("dtype", "returned dtype torch.float32")])
+@pytest.mark.parametrize("kind, match", [("shape", r"returned shape \(1, 3\)"),
+                                         ("dtype", "returned dtype torch.float32")])
 def test_later_bad_output_detected(kind, match):
     with pytest.raises(ValueError, match=match):
         pyjode.odeint(_Changing(5, kind), torch.ones(2, 3, dtype=F64), [0.0, 1.0])

@@ -84,6 +84,8 @@ class Backsolve(ContinuousAdjoint):
     def _diagnose(self, err, tableau, field, s, t_hi, t_lo, control, n):
         """The failure path of one backward interval: re-run it with the seminorm, checking a_θ after every
         step, to say whether the state or the parameter adjoint failed and at which t."""
+        if err is not None and err.cause not in ("nonfinite_field", "step_underflow", "max_steps"):
+            return backward_failure(err, "state adjoint")
         found = []
 
         def watch(t0, t1, s0, s1, *_):
