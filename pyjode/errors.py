@@ -51,13 +51,14 @@ class DoubleBackwardError(RuntimeError):
     """A gradient method that computes its backward pass outside autograd was asked for a second derivative."""
 
 
-def refuse_double_backward(name: str) -> None:
+def refuse_double_backward(name: str, where: str = "") -> None:
     """Raise inside an autograd ``backward`` run with ``create_graph=True``: the adjoint's backward solve
     runs without a graph, so its result would be silently constant to a second differentiation."""
     import torch
 
     if torch.is_grad_enabled():
+        fix = 'adjoint="direct" with backend="torch"' if where else 'adjoint="direct"'
         raise DoubleBackwardError(
-            f"adjoint={name!r} cannot be differentiated twice (create_graph=True, a gradient penalty, a Hessian): "
-            f"its backward pass is a solve outside autograd, so the second derivative would be silently wrong. "
-            f"Use adjoint=\"direct\" for higher derivatives")
+            f"adjoint={name!r}{where} cannot be differentiated twice (create_graph=True, a gradient penalty, a "
+            f"Hessian): its backward pass is a solve outside autograd, so the second derivative would be silently "
+            f"wrong. Use {fix} for higher derivatives")

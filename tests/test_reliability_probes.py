@@ -212,6 +212,20 @@ def test_gradient_penalty_direct_matches_closed_form():
     torch.testing.assert_close(gA, eA, rtol=1e-6, atol=1e-8)
 
 
+def test_julia_bridge_double_backward_refused():
+    from pyjode._julia.odeint import odeint_with_module
+    from pyjode._julia.standin import StandInPyJODE
+
+    A, y0, t, w = linear_problem()
+    ys = odeint_with_module(lambda: StandInPyJODE, _linear_field(A), y0, t, adjoint="quadrature", adjoint_params=(A,),
+                            rtol=1e-10, atol=1e-12)
+    (g,) = torch.autograd.grad((ys * w).sum(), A, retain_graph=True)  # a first derivative works
+    (e,) = torch.autograd.grad(linear_exact_loss(A, y0, t, w), A)
+    torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)
+    with pytest.raises(DoubleBackwardError, match="backend='julia'.*adjoint=\"direct\" with backend=\"torch\""):
+        torch.autograd.grad((ys * w).sum(), A, create_graph=True)
+
+
 def test_reversible_sde_double_backward_refused():
     from problems import GBM
 
