@@ -5,6 +5,7 @@ from .adjoints.backsolve import Backsolve
 from .adjoints.direct import Direct
 from .adjoints.quadrature import Quadrature
 from .adjoints.reversible import ReversibleAdjoint
+from .errors import BadStartError, DoubleBackwardError, SolveError
 from .neural_ode import NeuralODE
 from .norms import PartsNorm, max_norm, rms_norm
 from .odeint import odeint
@@ -22,10 +23,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backsolve",
+    "BadStartError",
     "BrownianPath",
     "ButcherTableau",
     "CosineNoise",
     "Direct",
+    "DoubleBackwardError",
     "fit_midpoint",
     "julia_available",
     "JuliaUnavailableError",
@@ -44,6 +47,7 @@ __all__ = [
     "sdeint",
     "Solution",
     "solve",
+    "SolveError",
     "Stats",
     "StepControl",
     "taylor_coefficients",

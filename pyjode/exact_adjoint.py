@@ -8,7 +8,8 @@ that rebuilds the states from the saved ones. Only ``saved`` is kept between the
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
+
+from .errors import refuse_double_backward
 
 
 class ExactReversibleAdjoint(torch.autograd.Function):
@@ -23,11 +24,14 @@ class ExactReversibleAdjoint(torch.autograd.Function):
         return ys
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_ys: torch.Tensor):
+        # The reverse sweep runs outside autograd, so with create_graph=True (a gradient penalty) its result
+        # would be a constant and the penalty's own gradient silently missing: refuse it by name.
+        refuse_double_backward("reversible")
         tensors = ctx.saved_tensors
         saved, params = tensors[:ctx.n_saved], tensors[ctx.n_saved:]
         wanted = [p for p in params if p.requires_grad]
-        grad_y0, grad_params = ctx.solve.backward(saved, grad_ys, tuple(wanted))
+        with torch.no_grad():
+            grad_y0, grad_params = ctx.solve.backward(saved, grad_ys.detach(), tuple(wanted))
         it = iter(grad_params)
         return (None, grad_y0, *[next(it) if p.requires_grad else None for p in params])

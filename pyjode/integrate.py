@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import torch
 
+from .errors import SolveError
+from .start_checks import CheckedField, check_start
 from .step_control import StepControl, beside
 from .step_size import initial_step_size
 from .stepper import Stepper
@@ -53,37 +55,6 @@ class CountingField:
     def __call__(self, t, y):
         self.counter.nfe += 1
         return self.func(t, y)
-
-
-def check_field_output(f: torch.Tensor, y: torch.Tensor) -> None:
-    if not isinstance(f, torch.Tensor):
-        raise TypeError(f"func(t, y) must return a torch.Tensor, got {type(f).__name__}")
-    if f.shape != y.shape:
-        raise ValueError(
-            f"func(t, y) returned shape {tuple(f.shape)} but y has shape {tuple(y.shape)}; "
-            "the vector field must return dy/dt with the shape of y"
-        )
-    if f.dtype != y.dtype:
-        raise ValueError(
-            f"func(t, y) returned dtype {f.dtype} but y has dtype {y.dtype}; "
-            "return dy/dt in the dtype of y (e.g. cast the module with .to(y.dtype))"
-        )
-
-
-class CheckedField:
-    """Checks the field's shape and dtype on its first evaluation only."""
-
-    __slots__ = ("func", "checked")
-
-    def __init__(self, func):
-        self.func, self.checked = func, False
-
-    def __call__(self, t, y):
-        f = self.func(t, y)
-        if not self.checked:
-            check_field_output(f, y)
-            self.checked = True
-        return f
 
 
 @dataclass
@@ -113,7 +84,7 @@ def integrate(stepper: Stepper, func: Callable, y0: torch.Tensor, ts: Sequence[f
             Runge–Kutta stepper ``dense`` is its stage matrix, a reused buffer without autograd: copy
             what you keep).
         keep_times: record the accepted step boundaries in the result.
-        check_field: check the field's output shape and dtype on its first call.
+        check_field: check the field's output (shape, dtype, no in-place change of y) on every call.
     """
     counter = counter if counter is not None else Counter()
     field = CountingField(CheckedField(func) if check_field else func, counter)
@@ -142,10 +113,10 @@ def fixed_grid(ts: Sequence[float], control: StepControl):
         grid.append(b)
         is_output.append(b in outputs)
     if control.max_steps is not None and len(grid) - 1 > control.max_steps:
-        raise RuntimeError(
+        raise SolveError(
             f"max_steps={control.max_steps} is too small: step_size={step_size} needs {len(grid) - 1} steps from "
-            f"t={ts[0]:.6g} to t={ts[-1]:.6g}; raise max_steps or increase step_size"
-        )
+            f"t={ts[0]:.6g} to t={ts[-1]:.6g}", t=ts[0], cause="max_steps",
+            hint="raise max_steps or increase step_size")
     return grid, is_output
 
 
@@ -154,6 +125,7 @@ def fixed_loop(stepper: Stepper, field, y0: torch.Tensor, grid: Sequence[float],
                controls: Optional[Iterable] = None) -> Run:
     """Step through ``grid`` (Python floats); ``controls`` yields one driving increment per step (SDEs)."""
     dtype = y0.dtype
+    check_start(grid[0], y0)
     state = stepper.init(field, control.evaluation_span(grid[0], grid[1], dtype)[0], y0)
     ys, times, output_steps = [y0], (array("d", grid) if keep_times else None), [0]
     controls = iter(controls) if controls is not None else None
@@ -177,18 +149,17 @@ def fixed_loop(stepper: Stepper, field, y0: torch.Tensor, grid: Sequence[float],
 def check_progress(h: float, t: float, t_end: float, eps: float, attempts: int, control: StepControl,
                    counter: Counter, last_bad: bool) -> None:
     """The adaptive loop's guards: a step size that underflowed, or max_steps attempts used up."""
-    if h <= 4 * eps * max(1.0, abs(t)):
+    if not h > 4 * eps * max(1.0, abs(t)):  # also catches a NaN step
         what = "the vector field kept returning NaN or inf" if last_bad else "the error estimate kept failing"
-        raise RuntimeError(
-            f"step size underflowed ({h:.3g}) at t={t:.6g}: {what}; the problem may be stiff or "
-            f"singular there. Try looser rtol/atol, a different method, float64, or check the vector field"
-        )
+        raise SolveError(
+            f"step size underflowed ({h:.3g}) at t={t:.6g}: {what}; the problem may be stiff or singular there",
+            t=t, cause="nonfinite_field" if last_bad else "step_underflow",
+            hint="try looser rtol/atol, a different method, float64, or check the vector field")
     if attempts >= control.attempt_cap:
-        raise RuntimeError(
+        raise SolveError(
             f"max_steps={control.attempt_cap} reached at t={t:.6g} before t={t_end:.6g} "
-            f"({counter.steps} accepted, {counter.rejected} rejected steps); raise max_steps, loosen "
-            f"rtol/atol, or check whether the problem is stiff"
-        )
+            f"({counter.steps} accepted, {counter.rejected} rejected steps)", t=t, cause="max_steps",
+            hint="raise max_steps, loosen rtol/atol, or check whether the problem is stiff")
 
 
 def check_finite_outputs(ys, ts, step_size):
@@ -196,11 +167,11 @@ def check_finite_outputs(ys, ts, step_size):
     finite = torch.stack([torch.isfinite(y).all() for y in ys]).tolist()
     if not all(finite):
         i = finite.index(False)
-        raise RuntimeError(
+        raise SolveError(
             f"the solution became NaN or inf between t={ts[i - 1]:.6g} and t={ts[i]:.6g} with fixed steps of "
-            f"at most {step_size}; try a smaller step (step_size, or dt for sdeint), a more stable or adaptive "
-            f"method (such as method='dopri5' for an ODE), or check the field for overflow there"
-        )
+            f"at most {step_size}", t=ts[i], cause="nonfinite_solution",
+            hint="try a smaller step (step_size, or dt for sdeint), a more stable or adaptive method (such as "
+                 "method='dopri5' for an ODE), or check the field for overflow there")
 
 
 def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], control: StepControl,
@@ -219,9 +190,17 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
     first = control.first_step if control.first_step is not None else control.step_size
     if first is None:
         with torch.no_grad():
-            h = initial_step_size(field, t0, y0, stepper.slope(field, t0, state), stepper.order, rtol, atol,
-                                  norm, direction, stepper.time)
+            f0 = stepper.slope(field, t0, state)
+            check_start(t0, y0, f0, rtol, atol, norm)
+            h = initial_step_size(field, t0, y0, f0, stepper.order, rtol, atol, norm, direction, stepper.time)
+        if not h > 0:  # NaN or zero: f at the first trial step was not finite
+            raise SolveError(f"the initial step size came out {h} at t={t0:.6g}: the vector field is not finite "
+                             f"just after t0", t=t0, cause="nonfinite_field",
+                             hint="check the field near the initial time, or pass first_step=...")
     else:
+        # no scale check here: with a given first step the error test scales by max(|y0|, |y1|), which a
+        # component starting at zero (an adjoint's a_θ) leaves at once
+        check_start(t0, y0)
         h = first
     h = min(max(h, control.min_step), control.max_step)
     y = y0
@@ -250,9 +229,10 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
             counter.rejected += 1
             just_rejected = True
             if h_used <= control.min_step:
-                raise RuntimeError(
+                raise SolveError(
                     f"a step of min_step={control.min_step:.3g} failed its error test at t={t:.6g} (error ratio "
-                    f"{ratio:.3g}); lower min_step, loosen rtol/atol, or check the vector field there")
+                    f"{ratio:.3g})", t=t, cause="min_step",
+                    hint="lower min_step, loosen rtol/atol, or check the vector field there")
             h = max(h_used * controller.reject_factor(ratio, k), control.min_step)
             continue
         last_bad = False

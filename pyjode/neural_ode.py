@@ -26,7 +26,10 @@ class NeuralODE(nn.Module):
         super().__init__()
         self.func = func
         if t is not None:
-            self.register_buffer("t", torch.as_tensor(t, dtype=torch.get_default_dtype()), persistent=False)
+            # float64 whatever the default dtype: the output times keep their precision for a float64 model
+            # (the solve carries time in float64 and casts t to the state's dtype only where a field sees it)
+            t = t.detach() if isinstance(t, torch.Tensor) else torch.as_tensor(t, dtype=torch.float64)
+            self.register_buffer("t", t if t.is_floating_point() else t.double(), persistent=False)
         else:
             self.t = None
         self.odeint_kwargs = odeint_kwargs

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
 from .adjoints import resolve_adjoint
 from .adjoints.base import GradientMethod, SolveSpec
+from .function_transforms import check_function_transforms
 from .stats import Stats
 from .solution import Solution
 from .step_control import StepControl
@@ -95,7 +97,10 @@ def solve(
     method = _resolve_method(method, step_size)
     grad_method = resolve_adjoint(adjoint)
     grad_method.check_method(method)
+    check_function_transforms(grad_method.name)
     recorder = _dense_recorder(dense, method, grad_method, t, backend)
+    if y0.numel() == 0:  # nothing to integrate: the empty trajectory, still attached to y0's graph
+        return Solution(t, torch.stack([y0] * len(t)), stats)
 
     if _resolve_backend(backend, method, grad_method, step_size) == "julia":
         from ._julia import odeint_julia
@@ -113,7 +118,7 @@ def solve(
     params = _resolve_params(func, adjoint_params)
     ts = t.detach().double().cpu().tolist()
     spec = SolveSpec(func=func, y0=y0, t=t, ts=ts, method=method, control=control, params=params, stats=stats,
-                     on_step=recorder)
+                     on_step=recorder, params_given=adjoint_params is not None)
     ys = grad_method.solve(spec)
     trajectory = None if recorder is None or len(ts) < 2 else recorder.finish(func, ts[-1], ys[-1])
     return Solution(t, ys, stats, trajectory)
@@ -149,8 +154,11 @@ def _check_y0(y0) -> torch.Tensor:
         )
     if not y0.is_floating_point():
         raise TypeError(f"y0 must have a floating dtype (float32 or float64), got {y0.dtype}; use y0.float()")
-    if y0.numel() == 0:
-        raise ValueError("y0 is empty")
+    if y0.dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"y0 has dtype {y0.dtype}; pyjode solves in float32 or float64 (half precision cannot carry the "
+            f"step-size control). Pass y0.float() and run the field under torch.autocast for half-precision "
+            f"arithmetic inside it: its output is cast back to the state's dtype")
     return y0.contiguous()
 
 
@@ -182,6 +190,10 @@ def _check_tolerances(rtol, atol):
     for name, v in (("rtol", rtol), ("atol", atol)):
         if isinstance(v, torch.Tensor):
             raise TypeError(f"{name} must be a float (one tolerance for the whole state), got a tensor")
+        if isinstance(v, bool):
+            raise TypeError(f"{name} must be a number, got {v!r}")
+        if isinstance(v, numbers.Real) and not isinstance(v, (int, float)):
+            v = float(v)
         if not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
             raise ValueError(f"{name} must be a non-negative number, got {v!r}")
     if rtol == 0 and atol == 0:

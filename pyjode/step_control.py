@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable, Optional, Sequence, Tuple
@@ -33,6 +34,23 @@ def _times(name: str, values) -> Tuple[float, ...]:
     if not all(math.isfinite(v) for v in out):
         raise ValueError(f"{name} contains NaN or inf")
     return out
+
+
+def _plain_number(name: str, v):
+    """A NumPy scalar or a one-element tensor as the Python number it holds (the checks below want ints and
+    floats); booleans are refused, since True is an int to Python but never a meaningful tolerance."""
+    if isinstance(v, bool) or (isinstance(v, torch.Tensor) and v.dtype == torch.bool):
+        raise TypeError(f"{name} must be a number, got {v!r}")
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            raise TypeError(f"{name} must be a number (or a one-element tensor), got a tensor of shape "
+                            f"{tuple(v.shape)}")
+        return v.item()
+    if isinstance(v, numbers.Integral) and not isinstance(v, int):
+        return int(v)
+    if isinstance(v, numbers.Real) and not isinstance(v, (int, float)):
+        return float(v)
+    return v
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,8 @@ class StepControl:
     controller: PIController = PIController()
 
     def __post_init__(self):
+        for name in ("rtol", "atol", "step_size", "first_step", "max_steps", "min_step", "max_step"):
+            object.__setattr__(self, name, _plain_number(name, getattr(self, name)))
         for name in ("rtol", "atol"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):

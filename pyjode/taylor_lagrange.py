@@ -35,6 +35,7 @@ from torch.func import functional_call
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
+from .trace_key import python_state_key
 from .taylor_mode import taylor_series
 
 __all__ = ["TaylorLagrange", "MidpointNet", "taylor_lagrange_step", "fit_midpoint", "train_alternating"]
@@ -118,9 +119,11 @@ class TaylorLagrange(nn.Module):
         func: the vector field ``func(t, y)``, traceable by ``pyjode.taylor_coefficients``.
         order: Taylor order p of each step; the remainder adds order p + 1 at the learned midpoint.
         steps: number of equal steps.
-        midpoint: ``midpoint(y, dt) -> (gamma_y, gamma_t)``; by default a :class:`MidpointNet`, which needs
+        midpoint: ``midpoint(y, dt) -> (gamma_y, gamma_t)``; by default a :class:`MidpointNet` of width
             ``dim``, the size of the state's last axis.
-        dim, hidden: size of the default midpoint network.
+        dim, hidden: size of the default midpoint network. Without ``dim`` the network is built on the first
+            call, from that state's last axis, dtype and device (as ``torch.nn.LazyLinear`` does): make that
+            call (or pass ``dim``) before handing ``parameters()`` to an optimiser.
         remainder: ``False`` drops the remainder (the truncated Taylor integrator) and the midpoint.
 
     After each call, ``self.remainders`` holds the remainder of each step (for the penalty,
@@ -141,16 +144,14 @@ class TaylorLagrange(nn.Module):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an int >= 1, got {steps!r}")
         if remainder and midpoint is None:
-            if dim is None:
-                raise ValueError("the default midpoint network needs dim=<size of the state's last axis>; "
-                                 "pass dim, or a midpoint module, or remainder=False")
-            midpoint = MidpointNet(dim, hidden)
+            midpoint = None if dim is None else MidpointNet(dim, hidden)
         if midpoint is not None and not callable(midpoint):
             raise TypeError(f"midpoint must be callable as midpoint(y, dt), got {type(midpoint).__name__}")
         self.func = func
         self.order = order
         self.steps = steps
         self.midpoint = midpoint if remainder else None
+        self._lazy_hidden = hidden if (remainder and midpoint is None) else None
         self.remainders: tuple[torch.Tensor, ...] = ()
         self.last_y0: Optional[torch.Tensor] = None
         self.last_span: tuple[Time, Time] = (0.0, 1.0)
@@ -159,12 +160,14 @@ class TaylorLagrange(nn.Module):
     def passes_per_solve(self) -> int:
         """Passes through ``func``'s graph per solve (the analogue of NFE): per step, ``order`` rounds of
         Taylor propagation at y_n (one plain call when order is 1) and ``order + 1`` rounds at xi."""
-        per_step = self.order + (self.order + 1 if self.midpoint is not None else 0)
+        has_midpoint = self.midpoint is not None or self._lazy_hidden is not None
+        per_step = self.order + (self.order + 1 if has_midpoint else 0)
         return self.steps * per_step
 
     def forward(self, y0: torch.Tensor, t0: Time = 0.0, t1: Time = 1.0) -> torch.Tensor:
         if not isinstance(y0, torch.Tensor) or not y0.is_floating_point():
             raise TypeError("y0 must be a floating-point torch.Tensor")
+        self._build_midpoint(y0)
         t = torch.as_tensor(t0, dtype=y0.dtype, device=y0.device)
         end = torch.as_tensor(t1, dtype=y0.dtype, device=y0.device)
         if torch.is_grad_enabled():
@@ -179,9 +182,20 @@ class TaylorLagrange(nn.Module):
         self.last_y0, self.last_span = y0.detach(), (t0, t1)
         return y
 
+    def _build_midpoint(self, y0: torch.Tensor) -> None:
+        """Build the default midpoint network from the first state when ``dim`` was not given."""
+        if self._lazy_hidden is None:
+            return
+        if y0.dim() == 0:
+            raise ValueError("TaylorLagrange's default midpoint network needs a state with a last axis; pass y0 "
+                             "of shape (..., dim)")
+        self.midpoint = MidpointNet(y0.shape[-1], self._lazy_hidden).to(dtype=y0.dtype, device=y0.device)
+        self._lazy_hidden = None
+
     def solve_eager(self, y0: torch.Tensor, t0: Time = 0.0, t1: Time = 1.0) -> tuple[torch.Tensor, tuple]:
         """The solve step by step in Python, returning ``(y1, remainders)``: what :meth:`forward` traces
         into its fixed graph, and a reference for it."""
+        self._build_midpoint(y0)
         t = torch.as_tensor(t0, dtype=y0.dtype, device=y0.device)
         end = torch.as_tensor(t1, dtype=y0.dtype, device=y0.device)
         return self._solve(t, end, y0)
@@ -210,7 +224,8 @@ class TaylorLagrange(nn.Module):
 
     def _fixed_graph(self, names, values, t, end, y0) -> Callable:
         key = (tuple(y0.shape), y0.dtype, y0.device, t.dtype, end.dtype, self.order, self.steps, id(self.func),
-               id(self.midpoint), tuple((n, tuple(v.shape), v.dtype, v.device) for n, v in zip(names, values)))
+               id(self.midpoint), tuple((n, tuple(v.shape), v.dtype, v.device) for n, v in zip(names, values)),
+               python_state_key(self.func), python_state_key(self.midpoint))
         graphs = self.__dict__.setdefault("_graphs", {})
         if key not in graphs:
             if len(graphs) >= self._MAX_GRAPHS:

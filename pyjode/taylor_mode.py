@@ -25,8 +25,10 @@ one field evaluation) plus O(K^2) elementwise work: polynomial in the order. Ord
 
 Requirements on ``func``: it must be traceable, i.e. no Python branching on tensor values (a
 ``TypeError`` says so), and use ops with a rule below (a ``TypeError`` names the op otherwise). It is
-traced once per (func, shapes, dtypes); an ``nn.Module``'s parameters and buffers are graph inputs, so
-training it needs no re-trace, while Python numbers a function closes over are frozen at trace time.
+traced once per (func, shapes, dtypes, Python state); an ``nn.Module``'s parameters and buffers are graph
+inputs, so training it needs no re-trace. The Python state a trace freezes (numbers and flags the field
+reads from its attributes, closure, defaults or globals, which tensor a closure refers to, each submodule's
+``train()``/``eval()`` mode) is part of the cache key (:mod:`pyjode.trace_key`), so changing it re-traces.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from torch import fx, nn
 from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 from torch.func import functional_call
+
+from .trace_key import python_state_key
 
 __all__ = ["taylor_coefficients", "taylor_series"]
 
@@ -133,7 +137,7 @@ def _module_tensors(func) -> dict:
 def _traced(func, t, y) -> tuple[_Graph, list]:
     tensors = _module_tensors(func)
     key = (tuple(t.shape), t.dtype, tuple(y.shape), y.dtype, y.device,
-           tuple((n, tuple(v.shape), v.dtype) for n, v in tensors.items()))
+           tuple((n, tuple(v.shape), v.dtype) for n, v in tensors.items()), python_state_key(func))
     try:
         # inside an enclosing trace (e.g. TaylorLagrange's fixed graph) the tensors are the tracer's: a
         # graph traced there must not be cached for later calls on real tensors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import refuse_double_backward
 from .bridge import JuliaSolve
 from .loader import assert_main_thread
 
@@ -30,6 +31,8 @@ class JuliaODEFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):
         assert_main_thread()
+        # Julia's gradient is a constant to torch: a second derivative through it would be silently wrong
+        refuse_double_backward(ctx.solve.plan.gradient, " with backend='julia'")
         ys, t, *saved = ctx.saved_tensors
         solve = ctx.solve
         gy0, gparams = solve.backward(ys, saved, grad_ys)

@@ -6,7 +6,10 @@ from typing import Optional
 
 import torch
 
+from ..errors import SolveError
 from ..integrate import Counter
+from ..start_checks import backward_failure
+from .backward_checks import all_finite, nonfinite_gradient
 from ..norms import PartsNorm
 from .base import SolveSpec, run_method
 from .continuous import ContinuousAdjoint, StepHint, interval_pairs
@@ -62,7 +65,13 @@ class Backsolve(ContinuousAdjoint):
         for i, t_hi, t_lo in interval_pairs(spec.ts):
             s = torch.cat([ys[i + 1].reshape(-1), a, a_theta])
             control = self.backward_control(spec, norm, last_h.h if tableau.adaptive else None)
-            s = run_method(tableau, field, s, [t_hi, t_lo], control, counter=counter, on_step=last_h).ys[-1]
+            try:
+                s1 = run_method(tableau, field, s, [t_hi, t_lo], control, counter=counter, on_step=last_h).ys[-1]
+            except SolveError as e:  # which part failed: re-run the interval measuring [y, a] only
+                raise self._diagnose(e, tableau, field, s, t_hi, t_lo, control, n) from None
+            if sizes and not all_finite([s1[2 * n:]]):
+                raise self._diagnose(None, tableau, field, s, t_hi, t_lo, control, n)
+            s = s1
             a = s[n:2 * n] + (grad_ys[i].reshape(-1) if i > 0 else 0)
             a_theta = s[2 * n:]
         grads, offset = [], 0
@@ -71,3 +80,21 @@ class Backsolve(ContinuousAdjoint):
             offset += k
         return a.view(shape), grads
 
+
+    def _diagnose(self, err, tableau, field, s, t_hi, t_lo, control, n):
+        """The failure path of one backward interval: re-run it with the seminorm, checking a_θ after every
+        step, to say whether the state or the parameter adjoint failed and at which t."""
+        if err is not None and err.cause not in ("nonfinite_field", "step_underflow", "max_steps"):
+            return backward_failure(err, "state adjoint")
+        found = []
+
+        def watch(t0, t1, s0, s1, *_):
+            if not found and not all_finite([s1[2 * n:]]):
+                found.append(t1)
+
+        try:
+            run_method(tableau, field, s, [t_hi, t_lo], control.replace(norm=PartsNorm(
+                [n, n, s.numel() - 2 * n], include=[0, 1])), counter=Counter(), on_step=watch)
+        except SolveError as e:
+            return backward_failure(e, "state adjoint")
+        return nonfinite_gradient("parameter adjoint", t_lo, t_hi, self.name, found[0] if found else None)

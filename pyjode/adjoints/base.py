@@ -32,6 +32,7 @@ class SolveSpec:
     params: Tuple[torch.Tensor, ...]
     stats: Optional[Stats]
     on_step: Optional[Callable] = None  # sees the forward solve's accepted steps (dense output)
+    params_given: bool = True  # False when adjoint_params defaulted to the module's parameters
 
 
 def make_stepper(method, like: torch.Tensor):

@@ -16,7 +16,10 @@ from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
+from ..errors import SolveError, refuse_double_backward
 from ..integrate import Counter
+from ..start_checks import backward_failure
+from .backward_checks import all_finite, check_no_captured_tensors, nonfinite_gradient
 from .base import GradientMethod, SolveSpec, record_backward, record_forward, run_method
 
 
@@ -106,23 +109,41 @@ class _ContinuousAdjointFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, method, spec, y0, t, *params):
         counter = Counter()
-        with torch.no_grad():
-            ys, memo = method.forward_solve(spec, counter)
-            ys = torch.stack(ys)
-        record_forward(spec.stats, counter)
+        try:
+            with torch.no_grad():
+                ys, memo = method.forward_solve(spec, counter)
+                ys = torch.stack(ys)
+        finally:
+            record_forward(spec.stats, counter)
         ctx.method, ctx.spec, ctx.memo = method, spec, memo
         ctx.save_for_backward(ys)
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys):
-        (ys,) = ctx.saved_tensors
         method, spec = ctx.method, ctx.spec
+        refuse_double_backward(method.name)
+        (ys,) = ctx.saved_tensors
+        if not spec.params_given:
+            check_no_captured_tensors(spec.func, spec.ts[-1], ys[-1], spec.params, method.name)
         counter = Counter()
-        with torch.no_grad():
-            a0_plus, grad_params = method.backward_solve(spec, ys, grad_ys, ctx.memo, counter)
-        record_backward(spec.stats, counter)
-        ctx.memo = None
+        try:
+            with torch.no_grad():
+                # a repeated backward pass (retain_graph=True, jacobian) after the stored trajectory was
+                # released re-records it: the forward solve is deterministic
+                memo = ctx.memo if ctx.memo is not None else method.forward_solve(spec, counter)[1]
+                a0_plus, grad_params = method.backward_solve(spec, ys, grad_ys, memo, counter)
+        except SolveError as e:
+            if e.phase == "backward":
+                raise
+            raise backward_failure(e, "state adjoint") from None
+        finally:
+            record_backward(spec.stats, counter)
+        # a kept trajectory is O(steps) memory: release it now, a second pass rebuilds it
+        ctx.memo = None if memo.trajectory is not None else memo
+        if not all_finite([a0_plus, *grad_params]) and all_finite([grad_ys]):
+            part = "state adjoint" if not all_finite([a0_plus]) else "parameter adjoint"
+            raise nonfinite_gradient(part, spec.ts[0], spec.ts[-1], method.name)
         grad_y0 = a0_plus + grad_ys[0]
         grad_t = None
         if ctx.needs_input_grad[3]:
@@ -174,6 +195,11 @@ class ContinuousAdjoint(GradientMethod):
             tab = self.backward_tableau(spec)
             if not tab.adaptive and spec.control.step_size is None:
                 raise ValueError(f"the backward method {tab.name!r} is fixed-step: pass step_size=... to odeint")
+        if not spec.params_given and torch.is_grad_enabled() and not (
+                spec.y0.requires_grad or spec.t.requires_grad or any(p.requires_grad for p in spec.params)):
+            # nothing the function sees requires grad, so its output would not either, and there would be no
+            # backward pass to find a captured tensor in: look now (one uncounted evaluation)
+            check_no_captured_tensors(spec.func, spec.ts[0], spec.y0, spec.params, self.name)
         return _ContinuousAdjointFunction.apply(self, spec, spec.y0, spec.t, *spec.params)
 
     def __repr__(self) -> str:

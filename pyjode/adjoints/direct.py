@@ -21,12 +21,14 @@ class Direct(GradientMethod):
     def solve(self, spec: SolveSpec) -> torch.Tensor:
         counter = Counter()
         # The solve follows the caller's grad mode: under torch.no_grad() it records no graph.
-        if spec.t.requires_grad and torch.is_grad_enabled():
-            ys = self._solve_rescaled(spec, counter)
-        else:
-            ys = run_method(spec.method, spec.func, spec.y0, spec.ts, spec.control, counter=counter,
-                            on_step=spec.on_step).ys
-        record_forward(spec.stats, counter)
+        try:
+            if spec.t.requires_grad and torch.is_grad_enabled():
+                ys = self._solve_rescaled(spec, counter)
+            else:
+                ys = run_method(spec.method, spec.func, spec.y0, spec.ts, spec.control, counter=counter,
+                                on_step=spec.on_step).ys
+        finally:  # the work done counts also when the solve raises
+            record_forward(spec.stats, counter)
         return torch.stack(ys)
 
     @staticmethod

@@ -17,6 +17,7 @@ from ..integrate import Counter
 from ..norms import PartsNorm
 from ..tableau import ButcherTableau
 from ..trajectory import TrajectoryRecorder, hermite_pseudo_interp
+from .backward_checks import all_finite, nonfinite_gradient
 from .base import SolveSpec, run_method
 from .continuous import ContinuousAdjoint, ForwardRecord, interval_pairs, state_vjp_field, weighted_param_vjp
 
@@ -115,8 +116,12 @@ class Quadrature(ContinuousAdjoint):
                 Y, A = trajectory(T), S.view(-1, *shape)
             else:
                 Y, A = S[:, :n].reshape(-1, *shape), S[:, n:].reshape(-1, *shape)
-            for acc, g in zip(grads, weighted_param_vjp(func, params, T, Y, A, W, chunk)):
-                acc.add_(g)
+            g = weighted_param_vjp(func, params, T, Y, A, W, chunk)
+            if not all_finite(g):  # one sync per batch of nodes: say where the parameter adjoint failed
+                times = T.tolist()
+                raise nonfinite_gradient("parameter adjoint", min(times), max(times), self.name)
+            for acc, gi in zip(grads, g):
+                acc.add_(gi)
             counter.nfe += T.numel() if params else 0
 
         nodes = _NodeCollector(tableau, (1 + xi) / 2, wq / 2, ys, record.first_step, integrate_nodes, chunk)

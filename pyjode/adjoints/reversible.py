@@ -28,6 +28,7 @@ from ..exact_adjoint import ExactReversibleAdjoint
 from ..integrate import Counter, CountingField, integrate
 from ..norms import rms_norm
 from ..reversible import Reversible, reverse_sweep, warn_once
+from .backward_checks import all_finite, check_no_captured_tensors, nonfinite_gradient
 from .base import GradientMethod, SolveSpec, record_backward, record_forward
 
 __all__ = ["ReversibleAdjoint"]
@@ -76,6 +77,10 @@ class ReversibleAdjoint(GradientMethod):
                 "adjoint='reversible' does not compute gradients with respect to t; pass t.detach(), or use "
                 "adjoint='direct' to differentiate the output times"
             )
+        if not spec.params_given and torch.is_grad_enabled() and not (
+                spec.y0.requires_grad or any(p.requires_grad for p in spec.params)):
+            # no input requires grad, so no backward pass would look for captured tensors: look now
+            check_no_captured_tensors(spec.func, spec.ts[0], spec.y0, spec.params, self.name)
         return ExactReversibleAdjoint.apply(_ReversibleSolve(self, spec), spec.y0, *spec.params)
 
 
@@ -89,10 +94,13 @@ class _ReversibleSolve:
     def forward(self, y0: torch.Tensor):
         spec, method = self.spec, self.spec.method
         counter = Counter()
-        run = integrate(method.stepper(y0), spec.func, y0, spec.ts, spec.control, counter=counter, keep_times=True)
+        try:
+            run = integrate(method.stepper(y0), spec.func, y0, spec.ts, spec.control, counter=counter,
+                            keep_times=True)
+        finally:
+            record_forward(spec.stats, counter)
         y_end, z_end = run.state
         method.check_drift(y_end, z_end, spec.ts[-1])
-        record_forward(spec.stats, counter)
         self.times, self.output_steps = run.times, run.output_steps
         _warn_if_reconstruction_risky(method, len(run.times) - 1, y0.dtype)
         return torch.stack(run.ys), (y0, y_end, z_end)
@@ -100,6 +108,8 @@ class _ReversibleSolve:
     def backward(self, saved, grad_ys: torch.Tensor, params):
         spec, method, times = self.spec, self.spec.method, self.times
         y0, y_end, z_end = saved
+        if not spec.params_given:
+            check_no_captured_tensors(spec.func, spec.ts[-1], y_end, params, "reversible")
         counter = Counter()
         stepper = method.stepper(y0)
         output_at = {n: i for i, n in enumerate(self.output_steps)}
@@ -117,6 +127,9 @@ class _ReversibleSolve:
         record_backward(spec.stats, counter)
         self.adjoint.reconstruction_error = _check_reconstruction(method, y0, y0_rebuilt, z0_rebuilt,
                                                                   len(times) - 1)
+        if not all_finite([grad_y0, *grad_params]) and all_finite([grad_ys]):
+            part = "state adjoint" if not all_finite([grad_y0]) else "parameter adjoint"
+            raise nonfinite_gradient(part, spec.ts[0], spec.ts[-1], "reversible")
         return grad_y0, grad_params
 
 

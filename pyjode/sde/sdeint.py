@@ -201,6 +201,9 @@ def _check_y0(y0) -> torch.Tensor:
         raise TypeError(f"sdeint: y0 must be a torch.Tensor, got {type(y0).__name__}.")
     if not y0.is_floating_point():
         raise TypeError(f"sdeint: y0 must have a floating dtype, got {y0.dtype}.")
+    if y0.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"sdeint: y0 has dtype {y0.dtype}; sdeint solves in float32 or float64: pass y0.float() "
+                        f"(and run the SDE's networks under torch.autocast for half-precision arithmetic)")
     return y0
 
 

@@ -48,6 +48,11 @@ class CosineNoise(nn.Module):
                                                 device=device), persistent=False)
         self._draw_eps()
 
+    @property
+    def span(self) -> tuple:
+        """The interval ``(t0, t1)`` the path is defined on."""
+        return (self.t0, self.t1)
+
     def resample(self) -> "CosineNoise":
         """A fresh, independent path (deterministic in (seed, number of draws so far))."""
         self.draw += 1
@@ -99,6 +104,11 @@ class PiecewiseLinearNoise(nn.Module):
     def jump_ts(self) -> tuple:
         """The grid: the rate jumps there, so solvers should step onto each grid time and restart."""
         return tuple(self.grid.double().cpu().tolist())
+
+    @property
+    def span(self) -> tuple:
+        """The interval the grid covers."""
+        return (float(self.grid[0]), float(self.grid[-1]))
 
     def resample(self) -> "PiecewiseLinearNoise":
         raise TypeError("PiecewiseLinearNoise follows a fixed BrownianPath; build a new one from "

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..function_transforms import is_functorch_wrapped
 from .noise_types import check_sde, diffusion_and_jvp, diffusion_product
 from .smooth_noise import CosineNoise
 
@@ -60,7 +61,28 @@ class WongZakai(nn.Module):
         self.noise.resample()
         return self
 
+    def _check_call(self, t: torch.Tensor, y: torch.Tensor) -> None:
+        """The noise must have the Brownian motion's shape for ``y`` and cover ``t``: outside its span a
+        cosine series keeps oscillating and a piecewise-linear one extrapolates, both silently wrong."""
+        shape = tuple(getattr(self.noise, "shape", ()))
+        want = tuple(y.shape) if self.noise_type == "diagonal" else (*y.shape[:-1], "m")
+        if (self.noise_type == "diagonal" and shape != tuple(y.shape)) or (
+                self.noise_type != "diagonal" and tuple(shape[:-1]) != tuple(y.shape[:-1])):
+            raise ValueError(
+                f"WongZakai: the noise has shape {shape} but a state of shape {tuple(y.shape)} with "
+                f"noise_type={self.noise_type!r} needs {want}; build the noise (or BrownianPath) with that shape")
+        span = getattr(self.noise, "span", None)
+        if span is None or t.device.type != "cpu" or is_functorch_wrapped(t):
+            return  # no host synchronisation on an accelerator, none inside a torch.func transform
+        tf, (a, b) = float(t), span
+        slack = 1e-9 * max(1.0, abs(a), abs(b))
+        if not a - slack <= tf <= b + slack:
+            raise ValueError(
+                f"WongZakai: the field was evaluated at t={tf:.6g}, outside the noise's interval [{a:.6g}, {b:.6g}]; "
+                f"solve within it, or build the noise over the solve's span (t0=..., t1=...)")
+
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self._check_call(t, y)
         f = self.sde.f(t, y)
         rate = self.noise.rate(t).to(y.dtype)
         if not self._correct:
