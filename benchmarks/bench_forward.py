@@ -25,6 +25,7 @@ from torch import nn
 
 import pyjode
 from pyjode.integrate import integrate
+from pyjode.runge_kutta import RungeKutta
 from pyjode.tableau import get_tableau
 
 from ._timing import interleaved
@@ -64,14 +65,16 @@ def _solvers(func, y0, t):
     to_solver = torchode.AutoDiffAdjoint(torchode.Dopri5(term=term),
                                          torchode.IntegralController(atol=ATOL, rtol=RTOL, term=term))
     to_problem = torchode.InitialValueProblem(y0=y0, t_eval=t.expand(y0.shape[0], -1))
+    tableau, control = get_tableau("dopri5"), pyjode.StepControl(rtol=RTOL, atol=ATOL)
     fns = {
         "pyjode": lambda: pyjode.odeint(counted["pyjode"], y0, t, method="dopri5", rtol=RTOL, atol=ATOL),
         "torchdiffeq": lambda: torchdiffeq.odeint(counted["torchdiffeq"], y0, t, method="dopri5", rtol=RTOL,
                                                   atol=ATOL),
         "torchode": lambda: to_solver.solve(to_problem).ys.transpose(0, 1),
-        # the integrate loop alone, without odeint's validation and gradient-method dispatch
-        "engine": lambda: torch.stack(integrate(counted["engine"], y0, t.tolist(), get_tableau("dopri5"),
-                                                rtol=RTOL, atol=ATOL)),
+        # the integrate loop alone, without odeint's validation and gradient-method dispatch (the stepper
+        # is built per call, as odeint does)
+        "engine": lambda: torch.stack(integrate(RungeKutta(tableau, y0), counted["engine"], y0, t.tolist(), control,
+                                                check_field=False).ys),
     }
     return fns, counted
 
