@@ -87,7 +87,7 @@ def integrate(stepper: Stepper, func: Callable, y0: torch.Tensor, ts: Sequence[f
         check_field: check the field's output (shape, dtype, no in-place change of y) on every call.
     """
     counter = counter if counter is not None else Counter()
-    field = CountingField(CheckedField(func) if check_field else func, counter)
+    field = CheckedField(func, counter) if check_field else CountingField(func, counter)
     ts = [float(t) for t in ts]
     if stepper.adaptive:
         return adaptive_loop(stepper, field, y0, ts, control, counter, on_step, keep_times)
@@ -125,17 +125,17 @@ def fixed_loop(stepper: Stepper, field, y0: torch.Tensor, grid: Sequence[float],
                controls: Optional[Iterable] = None) -> Run:
     """Step through ``grid`` (Python floats); ``controls`` yields one driving increment per step (SDEs)."""
     dtype = y0.dtype
-    check_start(grid[0], y0)
     state = stepper.init(field, control.evaluation_span(grid[0], grid[1], dtype)[0], y0)
     ys, times, output_steps = [y0], (array("d", grid) if keep_times else None), [0]
     controls = iter(controls) if controls is not None else None
+    has_jumps = bool(control.jump_ts)
     for k in range(len(grid) - 1):
-        t0, t1 = control.evaluation_span(grid[k], grid[k + 1], dtype)
+        t0, t1 = control.evaluation_span(grid[k], grid[k + 1], dtype) if has_jumps else (grid[k], grid[k + 1])
         c = next(controls) if controls is not None else None
         state1, _, dense = stepper.step(field, t0, t1, state, c)
         if on_step is not None:
             on_step(t0, t1, stepper.output(state), stepper.output(state1), dense, stepper)
-        if control.is_jump(grid[k + 1]) and k < len(grid) - 2:
+        if has_jumps and control.is_jump(grid[k + 1]) and k < len(grid) - 2:
             state1 = stepper.restart(field, control.evaluation_span(grid[k + 1], grid[k + 2], dtype)[0], state1)
         state = state1
         if is_output[k + 1]:
@@ -167,6 +167,8 @@ def check_finite_outputs(ys, ts, step_size):
     finite = torch.stack([torch.isfinite(y).all() for y in ys]).tolist()
     if not all(finite):
         i = finite.index(False)
+        if i == 0:
+            check_start(ts[0], ys[0])  # raises, naming where y0 is not finite
         raise SolveError(
             f"the solution became NaN or inf between t={ts[i - 1]:.6g} and t={ts[i]:.6g} with fixed steps of "
             f"at most {step_size}", t=ts[i], cause="nonfinite_solution",
@@ -186,13 +188,15 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
     targets, jumps = control.targets(t0, t_end, extra=() if stepper.dense_output else ts[1:])
 
     dtype = y0.dtype
+    has_jumps = bool(control.jump_ts)
     state = stepper.init(field, control.evaluation_span(t0, t_end, dtype)[0], y0)
     first = control.first_step if control.first_step is not None else control.step_size
     if first is None:
         with torch.no_grad():
             f0 = stepper.slope(field, t0, state)
-            check_start(t0, y0, f0, rtol, atol, norm)
             h = initial_step_size(field, t0, y0, f0, stepper.order, rtol, atol, norm, direction, stepper.time)
+            if not h > 0:  # say what is wrong with the start, if anything (costs nothing on a good start)
+                check_start(t0, y0, f0, rtol, atol, norm)
         if not h > 0:  # NaN or zero: f at the first trial step was not finite
             raise SolveError(f"the initial step size came out {h} at t={t0:.6g}: the vector field is not finite "
                              f"just after t0", t=t0, cause="nonfinite_field",
@@ -218,7 +222,7 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
         attempts += 1
         t1 = target if clipped else t + direction * h_used
         # the times the step is evaluated between: just inside any jump it starts or ends on
-        ta, tb = control.evaluation_span(t, t1, dtype)
+        ta, tb = control.evaluation_span(t, t1, dtype) if has_jumps else (t, t1)
         state1, err, dense = stepper.step(field, ta, tb, state, None)
         y1 = stepper.output(state1)
         with torch.no_grad():  # step control is not differentiated

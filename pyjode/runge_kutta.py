@@ -1,10 +1,13 @@
 """One explicit Runge–Kutta step and its dense output, for any :class:`~pyjode.tableau.ButcherTableau`.
 
 The stages live in one ``(s, n)`` buffer ``K`` (``n`` = elements of the state); each stage input is a
-single fused ``addmv``:  y_i = y + h * K[:i]^T a_i.  Without autograd two buffers are allocated once and
-used in turn; under autograd each step gets a fresh one, because the graph keeps it alive. Two, because the
-FSAL stage ``K[-1]`` of an accepted step is the next step's first stage: the next attempt, and any retry
-after a rejection, must write into the other buffer or it would overwrite its own input.
+single fused ``addmv``:  y_i = y + h * K[:i]^T a_i.  Without autograd the buffer is allocated once and
+reused for every step; under autograd each step gets a fresh one, because the graph keeps it alive.
+
+Reuse and FSAL: the state after an accepted step holds ``f = K[-1]``, a view into the buffer. The next
+attempt copies it into ``K[0]`` before any stage is written, so it reads its input intact; but that attempt
+then overwrites ``K[-1]``, so a retry after a rejection must not read ``f`` again. It need not: a retry
+passes the very same ``f`` object, whose value the attempt before already copied into ``K[0]``.
 """
 
 from __future__ import annotations
@@ -50,27 +53,23 @@ class RungeKutta(Stepper):
         # Dense output b(theta) = P @ (theta, theta^2, ...), with P as nested Python floats: the weights
         # of all output times of a step become one small tensor.
         self._interp = None if tableau.interp is None else tableau.interp.tolist()
-        self._buffers: list = []
+        self._buffer: Optional[tuple] = None
+        self._copied: Optional[torch.Tensor] = None  # the first stage whose value K[0] holds (module docstring)
 
-    def _stages(self, f0: Optional[torch.Tensor]):
+    def _stages(self):
         """``(K, K_prefix_T, K_rows)``: the stage buffer, ``K[:i].t()`` and ``K[i]`` shaped like ``y``.
 
-        Without autograd the buffers and their views are made once and reused (their contents change, the
-        views stay valid); the one returned never holds ``f0``, which may be a view of the other's last
-        row. Under autograd each step needs a fresh buffer, and no views.
+        Without autograd the buffer and its views are made once and reused by every step (their contents
+        change, the views stay valid); under autograd each step needs a fresh buffer, and no views.
         """
         if torch.is_grad_enabled():
             return torch.empty(self.tableau.stages, self.numel, **self._opts), None, None
-        if not self._buffers:
-            for _ in range(2):
-                K = torch.empty(self.tableau.stages, self.numel, **self._opts)
-                prefix_t = [K[:i].t() for i in range(self.tableau.stages)]
-                rows = [K[i].view(self.shape) for i in range(self.tableau.stages)]
-                self._buffers.append((K, prefix_t, rows))
-        first, second = self._buffers
-        if f0 is not None and f0.data_ptr() == first[2][-1].data_ptr():
-            return second
-        return first
+        if self._buffer is None:
+            K = torch.empty(self.tableau.stages, self.numel, **self._opts)
+            prefix_t = [K[:i].t() for i in range(self.tableau.stages)]
+            rows = [K[i].view(self.shape) for i in range(self.tableau.stages)]
+            self._buffer = (K, prefix_t, rows)
+        return self._buffer
 
     # -- the stepper protocol ------------------------------------------------------------------------------
 
@@ -106,13 +105,15 @@ class RungeKutta(Stepper):
         ``f0 = f(t, y)`` may be passed in (FSAL reuse); otherwise it is evaluated. For FSAL tableaus
         ``K[-1]`` is ``f(t + h, y1)``. ``y1`` is always a new tensor (never a view of ``K``).
         """
-        K, prefix_t, rows = self._stages(f0)
+        K, prefix_t, rows = self._stages()
         y_flat = y.reshape(-1)
         if f0 is None:
             f0 = func(time(t), y)
         shape, a_rows, c = self.shape, self._a_rows, self.c
         if rows is not None:
-            rows[0].copy_(f0)
+            if f0 is not self._copied:  # a retry from the same state finds f0's value in K[0] already
+                rows[0].copy_(f0)
+                self._copied = f0
             for i in range(1, len(c)):
                 yi = torch.addmv(y_flat, prefix_t[i], a_rows[i], alpha=h)
                 rows[i].copy_(func(time(t + c[i] * h), yi.view(shape)))

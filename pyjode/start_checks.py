@@ -89,7 +89,8 @@ def check_field_output(f, y: torch.Tensor) -> None:
 
 
 class CheckedField:
-    """Wraps the field so that every call is checked, at the cost of a few attribute reads (no host sync):
+    """Wraps the field so that every call is counted (``counter.nfe``) and checked, at the cost of a few
+    attribute reads (no host sync):
 
     * the output is a tensor with ``y``'s shape and dtype (a field that changes shape later would otherwise
       be broadcast silently). Under ``torch.autocast`` a floating output in another dtype is cast to ``y``'s
@@ -98,12 +99,13 @@ class CheckedField:
       the stored outputs share that memory, so a mutation would corrupt the solution silently.
     """
 
-    __slots__ = ("func",)
+    __slots__ = ("func", "counter")
 
-    def __init__(self, func):
-        self.func = func
+    def __init__(self, func, counter):
+        self.func, self.counter = func, counter
 
     def __call__(self, t, y):
+        self.counter.nfe += 1
         try:
             version = y._version
         except Exception:  # noqa: BLE001 - functorch-wrapped tensors have no version counter

@@ -18,10 +18,14 @@ def initial_step_size(func, t0: float, y0: torch.Tensor, f0: torch.Tensor, order
 
     d0 = ||y0||, d1 = ||f0|| (scaled by atol + rtol|y0|); h0 = 0.01 d0/d1; one explicit Euler step of
     size h0 gives d2 = ||f(t0+h0, y0+h0 f0) - f0|| / h0; then h1 = (0.01 / max(d1, d2))^(1/(order+1))
-    and the result is min(100 h0, h1).  Costs one vector-field evaluation.
+    and the result is min(100 h0, h1).  Costs one vector-field evaluation. Returns NaN, without
+    evaluating the field, when d0 or d1 is not finite (a non-finite y0 or f0, or a zero error scale): the
+    caller then diagnoses the start.
     """
     scale = atol + rtol * y0.abs()
     d0, d1 = torch.stack([norm(y0 / scale), norm(f0 / scale)]).tolist()
+    if not (math.isfinite(d0) and math.isfinite(d1)):
+        return math.nan
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
     y1 = y0 + (direction * h0) * f0
     f1 = func(time(t0 + direction * h0), y1)
