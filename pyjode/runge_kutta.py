@@ -24,6 +24,26 @@ from .tableau import ButcherTableau
 RKState = Tuple[torch.Tensor, Optional[torch.Tensor]]
 
 
+def _coefficients(tableau: ButcherTableau, dtype: torch.dtype, device: torch.device):
+    """The tableau's coefficients as tensors on ``dtype``/``device``, made once per tableau and kept on it:
+    a small solve costs little more than building them. They are never written to, so solves in several
+    threads can share them.
+
+    Returns ``(A, b, b_error, a_rows, c, interp)``: ``a_rows[i] = A[i, :i]`` (slicing every stage costs as
+    much as the arithmetic on a small state), ``c`` and the dense-output matrix ``interp`` as Python floats
+    (the weights of all output times of a step become one small tensor).
+    """
+    cache = tableau.__dict__.setdefault("_tensors", {})
+    key = (dtype, device)
+    if key not in cache:
+        A = torch.as_tensor(tableau.a, dtype=dtype, device=device)
+        b = torch.as_tensor(tableau.b, dtype=dtype, device=device)
+        e = None if tableau.b_error is None else torch.as_tensor(tableau.b_error, dtype=dtype, device=device)
+        cache[key] = (A, b, e, [A[i, :i] for i in range(tableau.stages)], [float(x) for x in tableau.c],
+                      None if tableau.interp is None else tableau.interp.tolist())
+    return cache[key]
+
+
 class RungeKutta(Stepper):
     """The explicit RK step of one tableau, with its coefficients cached on the state's dtype/device.
 
@@ -40,19 +60,9 @@ class RungeKutta(Stepper):
         self.time = time_maker(like)
         self.shape = like.shape
         self.numel = like.numel()
-        opts = dict(dtype=like.dtype, device=like.device)
-        self._opts = opts
-        self.A = torch.as_tensor(tableau.a, **opts)
-        self.b = torch.as_tensor(tableau.b, **opts)
-        self.e = None if tableau.b_error is None else torch.as_tensor(tableau.b_error, **opts)
-        self.c = [float(x) for x in tableau.c]
+        self._opts = dict(dtype=like.dtype, device=like.device)
+        self.A, self.b, self.e, self._a_rows, self.c, self._interp = _coefficients(tableau, like.dtype, like.device)
         self.fsal = tableau.fsal
-        # Per-stage coefficient rows, made once: slicing them every stage costs as much as the arithmetic
-        # on a small state.
-        self._a_rows = [self.A[i, :i] for i in range(tableau.stages)]
-        # Dense output b(theta) = P @ (theta, theta^2, ...), with P as nested Python floats: the weights
-        # of all output times of a step become one small tensor.
-        self._interp = None if tableau.interp is None else tableau.interp.tolist()
         self._buffer: Optional[tuple] = None
         self._copied: Optional[torch.Tensor] = None  # the first stage whose value K[0] holds (module docstring)
 
