@@ -5,6 +5,7 @@ from .adjoints.backsolve import Backsolve
 from .adjoints.direct import Direct
 from .adjoints.quadrature import Quadrature
 from .adjoints.reversible import ReversibleAdjoint
+from .events import odeint_event
 from .neural_ode import NeuralODE
 from .norms import PartsNorm, max_norm, rms_norm
 from .odeint import odeint
@@ -12,6 +13,9 @@ from .solution import Solution
 from .solve import solve
 from .step_control import StepControl
 from .reversible import Reversible, ReversibleStabilityWarning
+from .scipy_solver import ScipySolver
+from .step_callbacks import StepCallbacks
+from .step_size import PIController
 from .sde import BrownianPath, CosineNoise, PiecewiseLinearNoise, WongZakai, sdeint
 from .stats import Stats
 from .tableau import ButcherTableau
@@ -34,6 +38,8 @@ __all__ = [
     "MidpointNet",
     "NeuralODE",
     "odeint",
+    "odeint_event",
+    "PIController",
     "PartsNorm",
     "PiecewiseLinearNoise",
     "Quadrature",
@@ -41,10 +47,12 @@ __all__ = [
     "ReversibleAdjoint",
     "ReversibleStabilityWarning",
     "rms_norm",
+    "ScipySolver",
     "sdeint",
     "Solution",
     "solve",
     "Stats",
+    "StepCallbacks",
     "StepControl",
     "taylor_coefficients",
     "taylor_lagrange_step",
