@@ -81,6 +81,11 @@ def _search(func, y0: torch.Tensor, t0: float, direction: float, tableau: Butche
                 t, y, left = grid[-1], run.ys[-1], left - n
     except _EventFound as found:
         return _bisect(stepper, field, found, combined, y0.dtype)
+    except RuntimeError as err:
+        if "max_steps" not in str(err):
+            raise
+        raise RuntimeError(f"no event found from t0={t0:.6g}: {err}. Check that event_fn changes sign along the "
+                           f"solution") from None
     raise RuntimeError(f"no event within max_steps={control.max_steps} steps from t0={t0:.6g}; raise max_steps or "
                        f"check that event_fn changes sign along the solution")
 
@@ -181,8 +186,7 @@ def odeint_event(func: Callable, y0: torch.Tensor, t0: Any, *, event_fn: Callabl
     if unknown:
         raise TypeError(f"odeint_event got unexpected keyword arguments {sorted(unknown)}")
     control_kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    control = StepControl(rtol=rtol, atol=atol, **{("step_ts" if k == "step_ts" else k): v
-                                                   for k, v in control_kwargs.items()})
+    control = StepControl(rtol=rtol, atol=atol, **control_kwargs)
     y0c = y0.contiguous()
     g = _combined(event_fn, t0_tensor.detach().reshape(()).to(y0.dtype), y0c.detach())
     counter = Counter()

@@ -114,7 +114,7 @@ def test_perturbed_coefficient_breaks_the_order(name):
 # ----------------------------------------------------------------------------------------------------
 # Continuous (dense-output) order.
 
-CONTINUOUS_ORDER = {"bosh3": 3, "dopri5": 4, "tsit5": 4}
+CONTINUOUS_ORDER = {"bosh3": 3, "dopri5": 4, "tsit5": 4, "dopri8": 4}  # dopri8: quartic through a midpoint
 THETAS = np.linspace(0.05, 0.95, 7)
 
 
