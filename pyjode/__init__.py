@@ -1,5 +1,6 @@
 """pyjode: fast, memory-cheap training of neural ODEs and SDEs from PyTorch."""
 
+from .adams import Adams
 from ._julia import JuliaUnavailableError, JuliaUnsupportedError, julia_available
 from .adjoints.backsolve import Backsolve
 from .adjoints.direct import Direct
@@ -25,6 +26,7 @@ from .taylor_mode import taylor_coefficients
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adams",
     "Backsolve",
     "BrownianPath",
     "ButcherTableau",

@@ -176,7 +176,7 @@ def odeint_event(func: Callable, y0: torch.Tensor, t0: Any, *, event_fn: Callabl
     t0_tensor = torch.as_tensor(t0, dtype=y0.dtype, device=y0.device) if not isinstance(t0, torch.Tensor) else t0
     if t0_tensor.numel() != 1:
         raise ValueError(f"t0 must be one time, got shape {tuple(t0_tensor.shape)}")
-    tableau = get_tableau(method)
+    tableau = method if hasattr(method, "stepper") else get_tableau(method)
     direction = -1.0 if reverse_time else 1.0
     t0f = float(t0_tensor.detach())
     stats = kwargs.pop("stats", None)

@@ -4,6 +4,8 @@ Prince & Dormand, each with its source.
 * ``heun2``: Heun's second-order method (the explicit trapezoidal rule), Heun (1900), "Neue Methode zur
   approximativen Integration der Differentialgleichungen einer unabhängigen Veränderlichen",
   Z. Math. Phys. 45. Same tableau as ``heun``.
+* ``rk4_38``: Kutta's 3/8 rule, Kutta (1901), "Beitrag zur näherungsweisen Integration totaler
+  Differentialgleichungen", Z. Math. Phys. 46: c = (0, 1/3, 2/3, 1), b = (1, 3, 3, 1)/8 (torchdiffeq's "rk4").
 * ``heun3``: Heun's third-order method, same paper: c = (0, 1/3, 2/3), b = (1/4, 0, 3/4).
 * ``adaptive_heun``: the Heun–Euler 2(1) pair (Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.4): Heun's
   method with explicit Euler as the embedded solution. A third, first-same-as-last stage f(t + h, y_1)
@@ -26,7 +28,15 @@ import numpy as np
 
 from .tableau import ButcherTableau, _hermite_interp
 
-__all__ = ["HEUN2", "HEUN3", "ADAPTIVE_HEUN", "FEHLBERG2", "DOPRI8", "MORE_TABLEAUS"]
+__all__ = ["RK4_38", "HEUN2", "HEUN3", "ADAPTIVE_HEUN", "FEHLBERG2", "DOPRI8", "MORE_TABLEAUS"]
+
+RK4_38 = ButcherTableau(
+    name="rk4_38",
+    c=[0, F(1, 3), F(2, 3), 1],
+    a=[[], [F(1, 3)], [F(-1, 3), 1], [1, -1, 1]],
+    b=[F(1, 8), F(3, 8), F(3, 8), F(1, 8)],
+    order=4,
+)
 
 HEUN2 = ButcherTableau(name="heun2", c=[0, 1], a=[[], [1]], b=[F(1, 2), F(1, 2)], order=2)
 
@@ -118,4 +128,4 @@ DOPRI8 = ButcherTableau(
     _tol=1e-10,  # the published rational coefficients approximate the exact ones
 )
 
-MORE_TABLEAUS = (HEUN2, HEUN3, ADAPTIVE_HEUN, FEHLBERG2, DOPRI8)
+MORE_TABLEAUS = (RK4_38, HEUN2, HEUN3, ADAPTIVE_HEUN, FEHLBERG2, DOPRI8)

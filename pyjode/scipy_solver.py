@@ -84,6 +84,8 @@ class ScipySolver:
             options["max_step"] = control.max_step
         if control.min_step > 0:
             options["min_step"] = control.min_step
+        if len(ts) == 1:
+            return Run([y0], (y0, None))
         stops, _ = control.targets(ts[0], ts[-1])
         outputs, y, t = [y0], y0.detach().reshape(-1).cpu().double().numpy(), ts[0]
         direction = 1.0 if ts[-1] >= ts[0] else -1.0

@@ -7,8 +7,9 @@ torchdiffeq's classic norm unless ``adjoint_options=dict(norm="seminorm")`` or a
 states are concatenated into one flat state. ``method="rk4"`` is torchdiffeq's 3/8-rule variant.
 
 Methods: ``dopri5 bosh3 tsit5 dopri8 adaptive_heun fehlberg2`` (adaptive), ``euler midpoint rk4 heun2
-heun3`` (fixed; without ``step_size`` they step on the output times), ``scipy_solver``. Options:
-``step_size grid_constructor perturb interp`` (fixed), ``first_step min_step max_step safety ifactor dfactor
+heun3 explicit_adams implicit_adams fixed_adams`` (fixed; without ``step_size`` they step on the output
+times), ``scipy_solver``. Options: ``step_size grid_constructor perturb interp`` (fixed, and ``max_order
+max_iters`` for the Adams methods), ``first_step min_step max_step safety ifactor dfactor
 max_num_steps step_t jump_t norm`` (adaptive), ``solver min_step max_step first_step`` (scipy_solver).
 Anything else raises a ``ValueError`` naming it.
 """
@@ -17,46 +18,45 @@ from __future__ import annotations
 
 import math
 import warnings
-from fractions import Fraction as F
 
 import torch
 
+from .adams import Adams
 from .adjoints.backsolve import Backsolve
 from .events import odeint_event as _odeint_event
 from .scipy_solver import ScipySolver
 from .solve import solve
 from .step_size import PIController
-from .tableau import ButcherTableau
+from .norms import PartsNorm
 
 __all__ = ["odeint", "odeint_adjoint", "odeint_event"]
 
-# Kutta's 3/8 rule, which torchdiffeq runs under the name "rk4".
-RK4_38 = ButcherTableau(
-    name="rk4_38",
-    c=[0, F(1, 3), F(2, 3), 1],
-    a=[[], [F(1, 3)], [F(-1, 3), 1], [1, -1, 1]],
-    b=[F(1, 8), F(3, 8), F(3, 8), F(1, 8)],
-    order=4,
-)
-
 _ADAPTIVE = ("dopri5", "bosh3", "tsit5", "dopri8", "adaptive_heun", "fehlberg2")
-_FIXED = {"euler": "euler", "midpoint": "midpoint", "rk4": RK4_38, "heun2": "heun2", "heun3": "heun3"}
+_FIXED = {"euler": "euler", "midpoint": "midpoint", "rk4": "rk4_38", "heun2": "heun2", "heun3": "heun3"}
 _IMPLICIT = ("implicit_euler", "implicit_midpoint", "trapezoid", "radauIIA3", "radauIIA5", "gl4", "gl6", "sdirk2",
-             "trbdf2", "explicit_adams", "implicit_adams", "fixed_adams")
+             "trbdf2")
+_ADAMS = {"explicit_adams": False, "implicit_adams": True, "fixed_adams": True}
 _ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "safety", "ifactor", "dfactor", "max_num_steps", "step_t",
                      "jump_t", "norm", "perturb")
 _FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp", "norm")
 _SCIPY_OPTIONS = ("solver", "min_step", "max_step", "first_step", "norm")
+_ADAMS_OPTIONS = _FIXED_OPTIONS + ("max_order", "max_iters")
+_ALL = _ADAPTIVE + tuple(_FIXED) + tuple(_ADAMS) + ("scipy_solver",)
 
 
 def _options_for(method):
     if method == "scipy_solver":
         return _SCIPY_OPTIONS
+    if method in _ADAMS:
+        return _ADAMS_OPTIONS
     return _FIXED_OPTIONS if method in _FIXED else _ADAPTIVE_OPTIONS
 
 
-def _method(method, options):
+def _method(method, options, rtol=1e-7, atol=1e-9):
     method = "dopri5" if method is None else method
+    if method in _ADAMS:
+        return Adams(implicit=_ADAMS[method], max_order=int(options.get("max_order", 12)),
+                     max_iters=int(options.get("max_iters", 4)), rtol=rtol, atol=atol)
     if method in _ADAPTIVE:
         return method
     if method in _FIXED:
@@ -65,9 +65,8 @@ def _method(method, options):
         return ScipySolver(options.get("solver", "LSODA"))
     if method in _IMPLICIT:
         raise ValueError(f"method={method!r} is not available in pyjode.torchdiffeq yet; choose one of "
-                         f"{sorted(_ADAPTIVE + tuple(_FIXED) + ('scipy_solver',))}")
-    raise ValueError(f"method={method!r} is not known; choose one of "
-                     f"{sorted(_ADAPTIVE + tuple(_FIXED) + ('scipy_solver',))}")
+                         f"{sorted(_ALL)}")
+    raise ValueError(f"method={method!r} is not known; choose one of {sorted(_ALL)}")
 
 
 class _Flat:
@@ -98,11 +97,11 @@ def _times(value):
     return None if value is None else torch.as_tensor(value).detach().double().reshape(-1).cpu().tolist()
 
 
-def _translate(func, y0, t, method, options, flat):
+def _translate(func, y0, t, method, options, flat, rtol, atol):
     """pyjode.solve keywords for torchdiffeq's method and options."""
     options = {} if options is None else dict(options)
     name = "dopri5" if method is None else method
-    pymethod = _method(name, options)
+    pymethod = _method(name, options, rtol, atol)
     unknown = set(options) - set(_options_for(name))
     if unknown:
         raise ValueError(f"options {sorted(unknown)} are not supported for method={name!r} by pyjode.torchdiffeq; "
@@ -140,36 +139,74 @@ def _translate(func, y0, t, method, options, flat):
     return kw
 
 
-def _adjoint(adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options, options, flat, y0, params):
+def _adjoint(adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options, options, flat, y0, params, rtol, atol):
     adjoint_options = {} if adjoint_options is None else dict(adjoint_options)
     norm = adjoint_options.pop("norm", "rms")
     for key, value in adjoint_options.items():
         if key not in (options or {}) or (options or {})[key] is not value and (options or {})[key] != value:
             raise ValueError(f"adjoint_options[{key!r}] differs from options[{key!r}]: pyjode's backward solve "
                              f"keeps the forward step options; drop it from adjoint_options")
-    if callable(norm):
-        norm = _adjoint_norm(norm, flat, y0, params)
-    elif norm not in ("seminorm", "rms"):
+    if not callable(norm) and norm not in ("seminorm", "rms"):
         raise ValueError("adjoint_options['norm'] must be 'seminorm', a callable, or absent")
     method = None
     if adjoint_method is not None:
-        method = _method(adjoint_method, options or {})
+        method = _method(adjoint_method, options or {}, rtol if adjoint_rtol is None else adjoint_rtol,
+                         atol if adjoint_atol is None else adjoint_atol)
         if isinstance(method, ScipySolver):
             raise ValueError("adjoint_method='scipy_solver' is only available as the forward method too")
-    return Backsolve(norm=norm, rtol=adjoint_rtol, atol=adjoint_atol, method=method)
+    trainable = [p for p in params if p.requires_grad]
+    adjoint_norm = _AdjointNorm(norm, flat, y0, trainable)
+    adjoint = Backsolve(norm=adjoint_norm, rtol=adjoint_rtol, atol=adjoint_atol, method=method)
+    adjoint.adjoint_options = adjoint_norm.options  # seen as grad_fn.adjoint_options, as in torchdiffeq
+    return adjoint
 
 
-def _adjoint_norm(norm, flat, y0, params):
-    """torchdiffeq's adjoint norm takes the tuple (t, *y, *adj_y, *adj_params); pyjode's augmented state is
-    [y, a, a_params] flat and has no time channel, whose error is passed as 0."""
-    y_shapes = flat.shapes if flat is not None else [y0.shape]
-    shapes = y_shapes + y_shapes + [p.shape for p in params if p.requires_grad]
+class _AdjointNorm:
+    """The backward solve's error norm in torchdiffeq's terms. pyjode's augmented state is [y, a, a_params]
+    flat and has no time channel; torchdiffeq's norms take the tuple (t, y, adj_y, *adj_params), so the
+    time error is passed as 0. The norm in use is read from ``options["norm"]`` at every step. Built-in
+    "rms"/"seminorm" see y and adj_y whole (flat for a tuple state); a user's norm for a tuple state sees
+    each component, (t, *y, *adj_y, *adj_params), as in torchdiffeq."""
 
-    def wrapped(x):
-        parts = torch.split(x.reshape(-1), [int(torch.Size(s).numel()) for s in shapes])
-        return norm((x.new_zeros(()),) + tuple(p.reshape(s) for p, s in zip(parts, shapes)))
+    def __init__(self, norm, flat, y0, params):
+        n = y0.numel()
+        components = flat.sizes if flat is not None else [n]
+        param_sizes = [p.numel() for p in params]
+        seminorm = norm == "seminorm"
+        # the built-in norms: the max over the RMS of each state component, adjoint component and (unless
+        # seminorm) parameter, as torchdiffeq's
+        self.fast = PartsNorm(components + components + param_sizes,
+                              include=range(2 * len(components)) if seminorm else None)
+        self.default = None if callable(norm) else self._builtin(components, seminorm)
+        self.options = {"norm": norm if callable(norm) else self.default}
+        if callable(norm) and flat is not None:
+            state_shapes = list(flat.shapes)
+        else:
+            state_shapes = [y0.shape if flat is None else torch.Size([n])]
+        self.shapes = state_shapes + state_shapes + [p.shape for p in params]
+        self.sizes = [int(torch.Size(s).numel()) for s in self.shapes]
 
-    return wrapped
+    @staticmethod
+    def _builtin(components, seminorm):
+        def rms(p):
+            return p.reshape(-1).pow(2).mean().sqrt() if p.numel() else p.new_zeros(())
+
+        def norm(parts):
+            t, y, adj_y, *adj_params = parts
+            values = [t.abs()]
+            for v in (y, adj_y):
+                values.extend(rms(c) for c in torch.split(v.reshape(-1), components))
+            if not seminorm:
+                values.extend(rms(p) for p in adj_params)
+            return torch.stack(values).max()
+        return norm
+
+    def __call__(self, x):
+        norm = self.options["norm"]
+        if norm is self.default:
+            return self.fast(x)
+        parts = torch.split(x.reshape(-1), self.sizes)
+        return norm((x.new_zeros(()),) + tuple(p.reshape(s) for p, s in zip(parts, self.shapes)))
 
 
 def _call(func, y0, t, adjoint, rtol, atol, method, options, adjoint_params=None, event_fn=None,
@@ -184,15 +221,15 @@ def _call(func, y0, t, adjoint, rtol, atol, method, options, adjoint_params=None
         y0_flat, field = y0, func
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t)
-    kw = _translate(func, y0, t, method, options, flat)
+    kw = _translate(func, y0, t, method, options, flat, rtol, atol)
     if adjoint_args is not None:
         params = adjoint_params if adjoint_params is not None else tuple(func.parameters())
-        adjoint = _adjoint(*adjoint_args, options, flat, y0_flat, tuple(params))
+        adjoint = _adjoint(*adjoint_args, options, flat, y0_flat, tuple(params), rtol, atol)
     if event_fn is not None:
         if isinstance(kw["method"], ScipySolver):
             raise ValueError("event_fn is not supported with method='scipy_solver'")
         event = event_fn if flat is None else (lambda s, y: event_fn(s, flat.split(y)))
-        reverse = t.numel() > 1 and float(t[1]) < float(t[0])
+        reverse = t.numel() > 1 and float(t[1].detach()) < float(t[0].detach())
         event_t, ys = _odeint_event(field, y0_flat, t[0], event_fn=event, reverse_time=reverse, rtol=rtol,
                                     atol=atol, adjoint=adjoint, adjoint_params=adjoint_params, **kw)
         return event_t.to(t), (ys if flat is None else flat.split(ys, lead=(ys.shape[0],)))

@@ -119,6 +119,8 @@ class _ContinuousAdjointFunction(torch.autograd.Function):
             ys = torch.stack(ys)
         record_forward(spec.stats, counter)
         ctx.method, ctx.spec, ctx.memo = method, spec, memo
+        # torchdiffeq's adjoint exposes its backward options on grad_fn; pyjode.torchdiffeq sets this dict
+        ctx.adjoint_options = getattr(method, "adjoint_options", None)
         ctx.save_for_backward(ys)
         return ys
 
@@ -130,7 +132,6 @@ class _ContinuousAdjointFunction(torch.autograd.Function):
         with torch.no_grad():
             a0_plus, grad_params = method.backward_solve(spec, ys, grad_ys, ctx.memo, counter)
         record_backward(spec.stats, counter)
-        ctx.memo = None
         grad_y0 = a0_plus + grad_ys[0]
         grad_t = None
         if ctx.needs_input_grad[3]:
@@ -155,7 +156,9 @@ class ContinuousAdjoint(GradientMethod):
         from ..scipy_solver import ScipySolver
         from ..tableau import ButcherTableau
 
-        if isinstance(method, ScipySolver) and self.name == "backsolve":
+        from ..adams import Adams
+
+        if isinstance(method, (ScipySolver, Adams)) and self.name == "backsolve":
             return
         if not isinstance(method, ButcherTableau):
             raise ValueError(
