@@ -58,12 +58,15 @@ def _combined(event_fn: Callable, t0: torch.Tensor, y0: torch.Tensor) -> Callabl
 
 def _search(func, y0: torch.Tensor, t0: float, direction: float, tableau: ButcherTableau, control: StepControl,
             combined: Callable, counter: Counter) -> float:
-    """The event time (a float), by stepping until ``combined`` is <= 0 and bisecting inside that step."""
+    """The event time (a float), by stepping until ``combined`` is <= 0 and bisecting inside that step, and
+    the accepted step boundaries before it."""
     stepper = make_stepper(tableau, y0)
     time = stepper.time
     field = CountingField(CheckedField(func), counter)
+    times = []
 
     def on_step(ta, tb, y, y1, dense, _stepper):
+        times.append(ta)
         if float(combined(time(tb), y1)) <= 0:
             raise _EventFound(ta, tb, y, y1, dense.clone() if isinstance(dense, torch.Tensor) else dense)
 
@@ -80,7 +83,8 @@ def _search(func, y0: torch.Tensor, t0: float, direction: float, tableau: Butche
                 run = fixed_loop(stepper, field, y, grid, [True] * len(grid), control, counter, on_step)
                 t, y, left = grid[-1], run.ys[-1], left - n
     except _EventFound as found:
-        return _bisect(stepper, field, found, combined, y0.dtype)
+        t_star, y_star = _bisect(stepper, field, found, combined, y0.dtype)
+        return t_star, y_star, times
     except RuntimeError as err:
         if "max_steps" not in str(err):
             raise
@@ -113,7 +117,8 @@ def _bisect(stepper, field, found: _EventFound, combined: Callable, dtype: torch
             lo = mid
         else:
             hi = mid
-    return ta + 0.5 * (lo + hi) * h
+    theta = 0.5 * (lo + hi)
+    return ta + theta * h, at(theta)
 
 
 class _ImplicitEventGradient(torch.autograd.Function):
@@ -165,8 +170,8 @@ def odeint_event(func: Callable, y0: torch.Tensor, t0: Any, *, event_fn: Callabl
             ``jump_ts``, ``stats``).
 
     Returns:
-        ``(t_event, ys)``: the event time (shaped like ``t0``) and ``ys = stack([y0, y(t_event)])``.
-        Both are differentiable with respect to ``y0``, ``t0`` and the parameters by the implicit
+        ``(t_event, ys)``: the event time (shaped like ``t0``) and ``ys = stack([y0, y(t_event)])``, with
+        ``y(t_event)`` the dense output of the steps the event was found on. Both are differentiable with respect to ``y0``, ``t0`` and the parameters by the implicit
         function theorem (module docstring), through the gradient method ``adjoint``.
     """
     if not callable(event_fn):
@@ -191,18 +196,23 @@ def odeint_event(func: Callable, y0: torch.Tensor, t0: Any, *, event_fn: Callabl
     g = _combined(event_fn, t0_tensor.detach().reshape(()).to(y0.dtype), y0c.detach())
     counter = Counter()
     with torch.no_grad():
-        t_star = _search(func, y0c.detach(), t0f, direction, tableau, control, g, counter)
+        t_star, y_found, step_times = _search(func, y0c.detach(), t0f, direction, tableau, control, g, counter)
     if stats is not None:
         stats.nfe_forward += counter.nfe
         stats.steps_forward += counter.steps
         stats.rejected_forward += counter.rejected
 
-    # The state at the fixed time T = t*, from a solve the gradient method can differentiate.
+    # The state at the fixed time T = t*, from a solve the gradient method can differentiate. It lands on the
+    # search's steps, so it retraces the solution the event was found on (to the last, partial step).
+    control_kwargs["step_ts"] = tuple(control.step_ts) + tuple(step_times[1:])
     t_end = torch.full((), t_star, dtype=t0_tensor.dtype if t0_tensor.is_floating_point() else y0.dtype,
                        device=y0.device)
     ts = torch.stack([t0_tensor.reshape(()).to(t_end.dtype), t_end])
     ys = solve(func, y0c, ts, method=tableau, rtol=rtol, atol=atol, adjoint=adjoint, adjoint_params=adjoint_params,
                stats=stats, **control_kwargs).ys
-    t_out, y_star = _ImplicitEventGradient.apply(func, g, t_end.to(y0.dtype), ys[-1])
+    # The value returned is the search's dense output at t* (where the event function is 0 to root-finding
+    # precision); its derivatives are those of the solve to t*, which differs from it by the local error.
+    y_end = ys[-1] + (y_found.to(ys.dtype) - ys[-1]).detach()
+    t_out, y_star = _ImplicitEventGradient.apply(func, g, t_end.to(y0.dtype), y_end)
     t_out = t_out.to(t_end.dtype).reshape(t0_tensor.shape)
     return t_out, torch.stack([ys[0], y_star])
