@@ -1,7 +1,7 @@
 """pyjode: fast, memory-cheap training of neural ODEs and SDEs from PyTorch."""
 
-from .adams import Adams
 from ._julia import JuliaUnavailableError, JuliaUnsupportedError, julia_available
+from .adams import Adams
 from .adjoints.backsolve import Backsolve
 from .adjoints.direct import Direct
 from .adjoints.quadrature import Quadrature

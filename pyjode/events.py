@@ -186,7 +186,7 @@ def odeint_event(func: Callable, y0: torch.Tensor, t0: Any, *, event_fn: Callabl
     t0f = float(t0_tensor.detach())
     stats = kwargs.pop("stats", None)
     control_keys = ("step_size", "first_step", "max_steps", "min_step", "max_step", "norm", "controller",
-                    "perturb", "step_ts", "jump_ts")
+                    "perturb", "step_ts", "jump_ts", "accept_min_step")
     unknown = set(kwargs) - set(control_keys)
     if unknown:
         raise TypeError(f"odeint_event got unexpected keyword arguments {sorted(unknown)}")

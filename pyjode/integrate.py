@@ -246,7 +246,8 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
         with torch.no_grad():  # step control is not differentiated
             scale = torch.maximum(y.abs(), y1.abs()).mul_(rtol).add_(atol)
             ratio = float(norm(err.view(y.shape).div_(scale)))
-        if not ratio <= 1.0:  # also catches NaN
+        forced = control.accept_min_step and h_used <= control.min_step and math.isfinite(ratio)
+        if not ratio <= 1.0 and not forced:  # also catches NaN
             last_bad = not math.isfinite(ratio)
             counter.rejected += 1
             just_rejected = True

@@ -45,6 +45,7 @@ def solve(
     norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     controller: Optional[PIController] = None,
     perturb: bool = False,
+    accept_min_step: bool = False,
 ) -> Solution:
     """Solve dy/dt = func(t, y), y(t[0]) = y0, through every time in ``t``.
 
@@ -82,6 +83,8 @@ def solve(
             like ``y0`` (default :func:`pyjode.rms_norm`).
         controller: a :class:`pyjode.PIController` (its ``safety``, ``factor_min``, ``factor_max``).
         perturb: evaluate ``func`` just inside both ends of every step (see :class:`pyjode.StepControl`).
+        accept_min_step: accept steps of ``min_step`` whatever their error (torchdiffeq's ``min_step``)
+            instead of raising a ``RuntimeError``.
 
     Step callbacks: ``func.callback_step``, ``callback_accept_step``, ``callback_reject_step`` and their
     ``_adjoint`` forms are called if present (see :mod:`pyjode.step_callbacks`).
@@ -103,7 +106,8 @@ def solve(
         extra["controller"] = controller
     control = StepControl(rtol=rtol, atol=atol, step_size=step_size, first_step=first_step, max_steps=max_steps,
                           min_step=min_step, max_step=max_step, step_ts=step_ts,
-                          jump_ts=tuple(_times(jump_ts)) + tuple(_times(field_jumps)), perturb=perturb, **extra)
+                          jump_ts=tuple(_times(jump_ts)) + tuple(_times(field_jumps)), perturb=perturb,
+                          accept_min_step=accept_min_step, **extra)
     step_size = control.step_size
     if stats is not None and not isinstance(stats, Stats):
         raise TypeError(f"stats must be a pyjode.Stats() or None, got {type(stats).__name__}")
@@ -131,6 +135,7 @@ def solve(
         unsupported = [name for name, given in (("first_step", first_step is not None), ("min_step", min_step != 0),
                                                 ("norm", norm is not None), ("controller", controller is not None),
                                                 ("perturb", perturb), ("step callbacks", callbacks is not None),
+                                                ("accept_min_step", accept_min_step),
                                                 ("max_step", max_step != math.inf), ("step_ts", step_ts is not None),
                                                 ("jump_ts", bool(control.jump_ts))) if given]
         if unsupported:

@@ -59,6 +59,8 @@ class StepControl:
         perturb: evaluate every step just inside both of its ends (adjacent floats, as at a jump), so that
             a field with a discontinuity at a step boundary is sampled from the side of the step; the
             steps themselves are unchanged.
+        accept_min_step: accept a step of at most ``min_step`` whatever its (finite) error, as torchdiffeq
+            does, instead of raising.
         callbacks: a :class:`pyjode.step_callbacks.StepCallbacks` told of every attempted, accepted and
             rejected step (``None``: no calls).
     """
@@ -75,6 +77,7 @@ class StepControl:
     jump_ts: Tuple[float, ...] = ()
     controller: PIController = PIController()
     perturb: bool = False
+    accept_min_step: bool = False
     callbacks: Optional[object] = None
 
     def __post_init__(self):

@@ -115,6 +115,8 @@ def _translate(func, y0, t, method, options, flat, rtol, atol):
     for key in ("first_step", "min_step", "max_step"):
         if key in options:
             kw[key] = float(options[key])
+    if options.get("min_step", 0) > 0 and name != "scipy_solver":
+        kw["accept_min_step"] = True  # torchdiffeq accepts a step of min_step whatever its error
     if "max_num_steps" in options:
         kw["max_steps"] = int(options["max_num_steps"])
     if any(k in options for k in ("safety", "ifactor", "dfactor")):

@@ -190,3 +190,16 @@ def test_field_of_time_alone(adjoint):
     torch.testing.assert_close(ys[-1], 1 + (1 - torch.exp(torch.tensor(-0.2, dtype=F64))) / 0.1 * torch.ones(3, dtype=F64))
     ys.sum().backward()
     torch.testing.assert_close(y0.grad, torch.full((3,), 3.0, dtype=F64))
+
+
+def test_accept_min_step():
+    A, y0 = linear_problem()
+    t = torch.tensor([0.0, 8.0], dtype=F64)
+    with pytest.raises(RuntimeError, match="min_step"):
+        pyjode.odeint(lambda t, y: A @ y, y0, t, rtol=1e-10, atol=1e-12, min_step=2.0)
+    stats = pyjode.Stats()
+    ys = pyjode.odeint(lambda t, y: A @ y, y0, t, rtol=1e-10, atol=1e-12, min_step=2.0, accept_min_step=True,
+                       stats=stats)
+    # every step is forced at min_step: 4 steps of 2, no rejection
+    assert stats.steps_forward == 4 and stats.rejected_forward == 0
+    assert torch.isfinite(ys).all()
