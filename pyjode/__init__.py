@@ -1,11 +1,13 @@
 """pyjode: fast, memory-cheap training of neural ODEs and SDEs from PyTorch."""
 
 from ._julia import JuliaUnavailableError, JuliaUnsupportedError, julia_available
+from .adams import Adams
 from .adjoints.backsolve import Backsolve
 from .adjoints.direct import Direct
 from .adjoints.quadrature import Quadrature
 from .adjoints.reversible import ReversibleAdjoint
 from .errors import BadStartError, DoubleBackwardError, SolveError
+from .events import odeint_event
 from .neural_ode import NeuralODE
 from .norms import PartsNorm, max_norm, rms_norm
 from .odeint import odeint
@@ -13,6 +15,9 @@ from .solution import Solution
 from .solve import solve
 from .step_control import StepControl
 from .reversible import Reversible, ReversibleStabilityWarning
+from .scipy_solver import ScipySolver
+from .step_callbacks import StepCallbacks
+from .step_size import PIController
 from .sde import BrownianPath, CosineNoise, PiecewiseLinearNoise, WongZakai, sdeint
 from .stats import Stats
 from .tableau import ButcherTableau
@@ -22,6 +27,7 @@ from .taylor_mode import taylor_coefficients
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adams",
     "Backsolve",
     "BadStartError",
     "BrownianPath",
@@ -37,6 +43,8 @@ __all__ = [
     "MidpointNet",
     "NeuralODE",
     "odeint",
+    "odeint_event",
+    "PIController",
     "PartsNorm",
     "PiecewiseLinearNoise",
     "Quadrature",
@@ -44,11 +52,13 @@ __all__ = [
     "ReversibleAdjoint",
     "ReversibleStabilityWarning",
     "rms_norm",
+    "ScipySolver",
     "sdeint",
     "Solution",
     "solve",
     "SolveError",
     "Stats",
+    "StepCallbacks",
     "StepControl",
     "taylor_coefficients",
     "taylor_lagrange_step",

@@ -91,22 +91,20 @@ def integrate(stepper: Stepper, func: Callable, y0: torch.Tensor, ts: Sequence[f
     ts = [float(t) for t in ts]
     if stepper.adaptive:
         return adaptive_loop(stepper, field, y0, ts, control, counter, on_step, keep_times)
-    if control.step_size is None:
-        raise ValueError(f"method={getattr(stepper, 'name', type(stepper).__name__)!r} is a fixed-step method: "
-                         f"pass step_size=...")
     grid, is_output = fixed_grid(ts, control)
     return fixed_loop(stepper, field, y0, grid, is_output, control, counter, on_step, keep_times)
 
 
 def fixed_grid(ts: Sequence[float], control: StepControl):
     """The step times of a fixed-step solve and which of them are outputs: every stretch between output,
-    step and jump times is split into equal steps no longer than ``control.step_size``."""
+    step and jump times is split into equal steps no longer than ``control.step_size`` (one step per
+    stretch when ``step_size`` is None: the steps land on the output and ``step_ts`` times only)."""
     step_size = control.step_size
     targets, _ = control.targets(ts[0], ts[-1], extra=ts[1:])
     grid, is_output, outputs = [ts[0]], [True], set(ts[1:])
     for b in targets:
         a = grid[-1]
-        n = max(1, math.ceil(abs(b - a) / step_size - 1e-9))
+        n = 1 if step_size is None else max(1, math.ceil(abs(b - a) / step_size - 1e-9))
         h = (b - a) / n
         grid.extend(a + j * h for j in range(1, n))
         is_output.extend([False] * (n - 1))
@@ -128,10 +126,12 @@ def fixed_loop(stepper: Stepper, field, y0: torch.Tensor, grid: Sequence[float],
     state = stepper.init(field, control.evaluation_span(grid[0], grid[1], dtype)[0], y0)
     ys, times, output_steps = [y0], (array("d", grid) if keep_times else None), [0]
     controls = iter(controls) if controls is not None else None
-    has_jumps = bool(control.jump_ts)
+    moves_ends, has_jumps = control.moves_ends, bool(control.jump_ts)
     for k in range(len(grid) - 1):
-        t0, t1 = control.evaluation_span(grid[k], grid[k + 1], dtype) if has_jumps else (grid[k], grid[k + 1])
+        t0, t1 = control.evaluation_span(grid[k], grid[k + 1], dtype) if moves_ends else (grid[k], grid[k + 1])
         c = next(controls) if controls is not None else None
+        if control.callbacks is not None:
+            control.callbacks.step(t0, stepper.output(state), t1 - t0)
         state1, _, dense = stepper.step(field, t0, t1, state, c)
         if on_step is not None:
             on_step(t0, t1, stepper.output(state), stepper.output(state1), dense, stepper)
@@ -188,7 +188,7 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
     targets, jumps = control.targets(t0, t_end, extra=() if stepper.dense_output else ts[1:])
 
     dtype = y0.dtype
-    has_jumps = bool(control.jump_ts)
+    moves_ends = control.moves_ends
     state = stepper.init(field, control.evaluation_span(t0, t_end, dtype)[0], y0)
     first = control.first_step if control.first_step is not None else control.step_size
     if first is None:
@@ -222,16 +222,21 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
         attempts += 1
         t1 = target if clipped else t + direction * h_used
         # the times the step is evaluated between: just inside any jump it starts or ends on
-        ta, tb = control.evaluation_span(t, t1, dtype) if has_jumps else (t, t1)
+        ta, tb = control.evaluation_span(t, t1, dtype) if moves_ends else (t, t1)
+        if control.callbacks is not None:
+            control.callbacks.step(ta, y, tb - ta)
         state1, err, dense = stepper.step(field, ta, tb, state, None)
         y1 = stepper.output(state1)
         with torch.no_grad():  # step control is not differentiated
             scale = torch.maximum(y.abs(), y1.abs()).mul_(rtol).add_(atol)
             ratio = float(norm(err.view(y.shape).div_(scale)))
-        if not ratio <= 1.0:  # also catches NaN
+        forced = control.accept_min_step and h_used <= control.min_step and math.isfinite(ratio)
+        if not ratio <= 1.0 and not forced:  # also catches NaN
             last_bad = not math.isfinite(ratio)
             counter.rejected += 1
             just_rejected = True
+            if control.callbacks is not None:
+                control.callbacks.reject(ta, y, tb - ta)
             if h_used <= control.min_step:
                 raise SolveError(
                     f"a step of min_step={control.min_step:.3g} failed its error test at t={t:.6g} (error ratio "
@@ -240,6 +245,8 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
             h = max(h_used * controller.reject_factor(ratio, k), control.min_step)
             continue
         last_bad = False
+        if control.callbacks is not None:
+            control.callbacks.accept(ta, y, tb - ta)
         counter.steps += 1
         accepted += 1
         thetas = []

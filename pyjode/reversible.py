@@ -193,8 +193,9 @@ class Reversible:
 
     Args:
         base: an explicit Runge–Kutta method: a name (``"midpoint"``, ``"rk4"``, ``"tsit5"``, ...) or a
-            :class:`pyjode.ButcherTableau`. Fixed-step bases need ``step_size``; adaptive bases choose
-            their steps from the embedded error estimate of the backward base step.
+            :class:`pyjode.ButcherTableau`. Fixed-step bases take ``step_size`` (without it they step on the
+            output times); adaptive bases choose their steps from the embedded error estimate of the
+            backward base step.
         coupling: lambda in (0, 1].
 
     Choosing ``coupling``: two effects pull in opposite directions.

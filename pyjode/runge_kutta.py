@@ -90,7 +90,7 @@ class RungeKutta(Stepper):
     def step(self, field, t0: float, t1: float, state: RKState, control=None):
         y, f = state
         h = t1 - t0
-        y1, K = self.advance(field, t0, h, y, f, self.time)
+        y1, K = self.advance(field, t0, h, y, f, self.time, t1)
         err = self.error(K, h) if self.e is not None else None
         return (y1, K[-1].view(self.shape) if self.fsal else None), err, K
 
@@ -109,12 +109,15 @@ class RungeKutta(Stepper):
     # -- one step ----------------------------------------------------------------------------------------
 
     def advance(self, func: Callable, t: float, h: float, y: torch.Tensor, f0: Optional[torch.Tensor],
-                time: Callable[[float], torch.Tensor]):
+                time: Callable[[float], torch.Tensor], t_end: Optional[float] = None):
         """Advance ``y`` from ``t`` to ``t + h``; returns ``(y1, K)``.
 
         ``f0 = f(t, y)`` may be passed in (FSAL reuse); otherwise it is evaluated. For FSAL tableaus
-        ``K[-1]`` is ``f(t + h, y1)``. ``y1`` is always a new tensor (never a view of ``K``).
+        ``K[-1]`` is ``f(t + h, y1)``. ``y1`` is always a new tensor (never a view of ``K``). Stages with
+        ``c == 1`` are evaluated at ``t_end`` when given: ``t + (t_end - t)`` may round off an end that was
+        moved just inside the step (a jump, ``perturb``).
         """
+        stage_t = [t + ci * h if ci != 1.0 or t_end is None else t_end for ci in self.c]
         K, prefix_t, rows = self._stages()
         y_flat = y.reshape(-1)
         if f0 is None:
@@ -126,12 +129,12 @@ class RungeKutta(Stepper):
                 self._copied = f0
             for i in range(1, len(c)):
                 yi = torch.addmv(y_flat, prefix_t[i], a_rows[i], alpha=h)
-                rows[i].copy_(func(time(t + c[i] * h), yi.view(shape)))
+                rows[i].copy_(func(time(stage_t[i]), yi.view(shape)))
         else:
             K[0].copy_(f0.reshape(-1))
             for i in range(1, len(c)):
                 yi = torch.addmv(y_flat, K[:i].t(), a_rows[i], alpha=h)
-                K[i].copy_(func(time(t + c[i] * h), yi.view(shape)).reshape(-1))
+                K[i].copy_(func(time(stage_t[i]), yi.view(shape)).reshape(-1))
         if self.fsal:
             y1 = yi  # the last stage's input is y1, because a[-1] == b
         else:

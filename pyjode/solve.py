@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -14,7 +15,9 @@ from .adjoints.base import GradientMethod, SolveSpec
 from .function_transforms import check_function_transforms
 from .stats import Stats
 from .solution import Solution
+from .step_callbacks import StepCallbacks
 from .step_control import StepControl
+from .step_size import PIController
 from .trajectory import TrajectoryRecorder
 from .tableau import ButcherTableau, get_tableau
 
@@ -41,6 +44,10 @@ def solve(
     step_ts: Optional[Sequence[float]] = None,
     jump_ts: Optional[Sequence[float]] = None,
     dense: bool = False,
+    norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    controller: Optional[PIController] = None,
+    perturb: bool = False,
+    accept_min_step: bool = False,
 ) -> Solution:
     """Solve dy/dt = func(t, y), y(t[0]) = y0, through every time in ``t``.
 
@@ -49,12 +56,13 @@ def solve(
             ``nn.Module`` or any callable. ``t`` arrives as a 0-dim tensor.
         y0: initial state of any shape; leading dimensions are batch (one step size for all).
         t: 1-D, strictly increasing or strictly decreasing output times; ``t[0]`` is the initial time.
-        method: fixed-step ``"euler" "midpoint" "heun" "rk4"`` (need ``step_size``), adaptive
-            ``"bosh3" "dopri5" "tsit5"``, a :class:`pyjode.ButcherTableau`, or
-            ``pyjode.Reversible(base)``.
+        method: fixed-step ``"euler" "midpoint" "heun" "heun2" "heun3" "rk4"``, adaptive ``"adaptive_heun"
+            "fehlberg2" "bosh3" "dopri5" "tsit5" "dopri8"``, a :class:`pyjode.ButcherTableau`,
+            ``pyjode.Reversible(base)``, ``pyjode.Adams(...)`` or ``pyjode.ScipySolver(...)``.
         rtol, atol: relative and absolute tolerances of adaptive methods.
         step_size: step of fixed-step methods (each output interval is split into equal steps no
-            longer than this); for adaptive methods, an optional first step.
+            longer than this; without it a fixed-step method steps from output time to output time,
+            landing on ``step_ts`` too); for adaptive methods, an optional first step.
         max_steps: cap on attempted steps, after which a ``RuntimeError`` is raised
             (default 100 000 for adaptive methods).
         adjoint: how gradients are computed: ``"direct"`` (backprop through the solver),
@@ -73,6 +81,15 @@ def solve(
         dense: keep every accepted step so that ``solution.evaluate(t)`` gives y anywhere in the span, by
             the method's own continuous extension (cubic Hermite for fixed-step tableaus). Needs a
             Runge–Kutta method and ``adjoint="direct"`` (the interpolant is then differentiable too).
+        norm: the error norm of adaptive steps, ``norm(scaled_error) -> 0-dim tensor`` on a tensor shaped
+            like ``y0`` (default :func:`pyjode.rms_norm`).
+        controller: a :class:`pyjode.PIController` (its ``safety``, ``factor_min``, ``factor_max``).
+        perturb: evaluate ``func`` just inside both ends of every step (see :class:`pyjode.StepControl`).
+        accept_min_step: accept steps of ``min_step`` whatever their error (torchdiffeq's ``min_step``)
+            instead of raising a ``RuntimeError``.
+
+    Step callbacks: ``func.callback_step``, ``callback_accept_step``, ``callback_reject_step`` and their
+    ``_adjoint`` forms are called if present (see :mod:`pyjode.step_callbacks`).
 
     Returns:
         A :class:`pyjode.Solution`: ``ts``, ``ys`` of shape ``(len(t), *y0.shape)``, ``stats``, and
@@ -84,9 +101,15 @@ def solve(
         raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}")
     rtol, atol = _check_tolerances(rtol, atol)
     field_jumps = getattr(func, "jump_ts", None)
+    extra = {} if norm is None else dict(norm=norm)
+    if controller is not None:
+        if not isinstance(controller, PIController):
+            raise TypeError(f"controller must be a pyjode.PIController, got {type(controller).__name__}")
+        extra["controller"] = controller
     control = StepControl(rtol=rtol, atol=atol, step_size=step_size, first_step=first_step, max_steps=max_steps,
                           min_step=min_step, max_step=max_step, step_ts=step_ts,
-                          jump_ts=tuple(_times(jump_ts)) + tuple(_times(field_jumps)))
+                          jump_ts=tuple(_times(jump_ts)) + tuple(_times(field_jumps)), perturb=perturb,
+                          accept_min_step=accept_min_step, **extra)
     step_size = control.step_size
     if stats is not None and not isinstance(stats, Stats):
         raise TypeError(f"stats must be a pyjode.Stats() or None, got {type(stats).__name__}")
@@ -95,6 +118,15 @@ def solve(
         raise TypeError(f"dense must be True or False, got {dense!r}")
 
     method = _resolve_method(method, step_size)
+    callbacks = StepCallbacks.from_func(func, getattr(method, "adaptive", True))
+    if callbacks is not None and hasattr(method, "run"):
+        warnings.warn(f"method={method.name!r} steps outside pyjode: the step callbacks on func are never called",
+                      stacklevel=2)
+        callbacks = None
+    if callbacks is not None:
+        control = control.replace(callbacks=callbacks)
+    if hasattr(method, "check_control"):
+        method.check_control(control)
     grad_method = resolve_adjoint(adjoint)
     grad_method.check_method(method)
     check_function_transforms(grad_method.name)
@@ -106,6 +138,9 @@ def solve(
         from ._julia import odeint_julia
 
         unsupported = [name for name, given in (("first_step", first_step is not None), ("min_step", min_step != 0),
+                                                ("norm", norm is not None), ("controller", controller is not None),
+                                                ("perturb", perturb), ("step callbacks", callbacks is not None),
+                                                ("accept_min_step", accept_min_step),
                                                 ("max_step", max_step != math.inf), ("step_ts", step_ts is not None),
                                                 ("jump_ts", bool(control.jump_ts))) if given]
         if unsupported:
@@ -203,14 +238,8 @@ def _check_tolerances(rtol, atol):
 
 def _resolve_method(method, step_size):
     if isinstance(method, (str, ButcherTableau)):
-        tableau = get_tableau(method)
-        if not tableau.adaptive and step_size is None:
-            raise ValueError(
-                f"method={tableau.name!r} is a fixed-step method: pass step_size=..., or choose an adaptive "
-                f"method such as 'dopri5'"
-            )
-        return tableau
-    if hasattr(method, "stepper"):
+        return get_tableau(method)
+    if hasattr(method, "stepper") or hasattr(method, "run"):
         return method
     return get_tableau(method)  # raises a TypeError naming the accepted kinds
 

@@ -74,6 +74,13 @@ class StepControl:
             stage (FSAL) is evaluated afresh there. So every stage sees the field from the side of its
             own step, in either direction of integration. Both are ignored outside the solve's span.
         controller: the PI controller of adaptive steps.
+        perturb: evaluate every step just inside both of its ends (adjacent floats, as at a jump), so that
+            a field with a discontinuity at a step boundary is sampled from the side of the step; the
+            steps themselves are unchanged.
+        accept_min_step: accept a step of at most ``min_step`` whatever its (finite) error, as torchdiffeq
+            does, instead of raising.
+        callbacks: a :class:`pyjode.step_callbacks.StepCallbacks` told of every attempted, accepted and
+            rejected step (``None``: no calls).
     """
 
     rtol: float = 1e-7
@@ -87,6 +94,9 @@ class StepControl:
     step_ts: Tuple[float, ...] = ()
     jump_ts: Tuple[float, ...] = ()
     controller: PIController = PIController()
+    perturb: bool = False
+    accept_min_step: bool = False
+    callbacks: Optional[object] = None
 
     def __post_init__(self):
         for name in ("rtol", "atol", "step_size", "first_step", "max_steps", "min_step", "max_step"):
@@ -118,6 +128,8 @@ class StepControl:
         if not self.min_step <= self.max_step or self.max_step == 0:
             raise ValueError(f"need 0 <= min_step <= max_step and max_step > 0, got min_step={self.min_step}, "
                              f"max_step={self.max_step}")
+        if not isinstance(self.perturb, bool):
+            raise TypeError(f"perturb must be True or False, got {self.perturb!r}")
         object.__setattr__(self, "step_ts", _times("step_ts", self.step_ts))
         object.__setattr__(self, "jump_ts", _times("jump_ts", self.jump_ts))
 
@@ -127,11 +139,19 @@ class StepControl:
 
     def evaluation_span(self, t0: float, t1: float, dtype: torch.dtype) -> Tuple[float, float]:
         """The times a step from ``t0`` to ``t1`` is evaluated between: an end on a jump moves to the
-        adjacent float of ``dtype`` inside the step."""
+        adjacent float of ``dtype`` inside the step (both ends with ``perturb``)."""
+        if self.perturb:
+            return beside(t0, t1, dtype), beside(t1, t0, dtype)
         if not self._jumps:
             return t0, t1
         return (beside(t0, t1, dtype) if t0 in self._jumps else t0,
                 beside(t1, t0, dtype) if t1 in self._jumps else t1)
+
+    @property
+    def moves_ends(self) -> bool:
+        """Whether any step is evaluated inside its ends (jumps, perturb): the loops skip the bookkeeping
+        otherwise."""
+        return self.perturb or bool(self.jump_ts)
 
     def is_jump(self, t: float) -> bool:
         return t in self._jumps

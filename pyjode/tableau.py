@@ -279,7 +279,9 @@ TSIT5 = ButcherTableau(
     _tol=1e-10,  # the published coefficients are rounded to double precision
 )
 
-TABLEAUS = {t.name: t for t in (EULER, MIDPOINT, HEUN, RK4, BOSH3, DOPRI5, TSIT5)}
+from .more_tableaus import MORE_TABLEAUS  # noqa: E402 - they are built with ButcherTableau above
+
+TABLEAUS = {t.name: t for t in (EULER, MIDPOINT, HEUN, RK4, BOSH3, DOPRI5, TSIT5, *MORE_TABLEAUS)}
 FIXED_STEP = tuple(n for n, t in TABLEAUS.items() if not t.adaptive)
 ADAPTIVE = tuple(n for n, t in TABLEAUS.items() if t.adaptive)
 
@@ -293,8 +295,7 @@ def get_tableau(method) -> ButcherTableau:
             return TABLEAUS[method]
         except KeyError:
             raise ValueError(
-                f"method={method!r} is not known; choose one of fixed-step {list(FIXED_STEP)} "
-                f"(these need step_size), adaptive {list(ADAPTIVE)}, a pyjode.ButcherTableau, "
+                f"method={method!r} is not known; choose one of fixed-step {list(FIXED_STEP)}, adaptive {list(ADAPTIVE)}, a pyjode.ButcherTableau, "
                 f"or pyjode.Reversible(base)"
             ) from None
     raise TypeError(

@@ -67,10 +67,19 @@ def test_unknown_method_lists_choices():
         assert repr(name) in str(err.value)
 
 
-@pytest.mark.parametrize("method", ["euler", "midpoint", "heun", "rk4"])
-def test_fixed_step_needs_step_size(method):
-    with pytest.raises(ValueError, match="pass step_size"):
-        pyjode.odeint(decay, Y0, T, method=method)
+@pytest.mark.parametrize("method, growth", [("euler", lambda h: 1 - h), ("midpoint", lambda h: 1 - h + h * h / 2),
+                                            ("rk4", lambda h: 1 - h + h**2 / 2 - h**3 / 6 + h**4 / 24)])
+def test_fixed_step_without_step_size_steps_on_output_times(method, growth):
+    # y' = -y: one step of size h multiplies y by the method's stability polynomial R(-h), exactly.
+    t = torch.tensor([0.0, 0.1, 0.3, 0.7], dtype=torch.float64)
+    y0 = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    stats = pyjode.Stats()
+    ys = pyjode.odeint(lambda t, y: -y, y0, t, method=method, stats=stats)
+    expected = [y0]
+    for h in (t[1:] - t[:-1]).tolist():
+        expected.append(expected[-1] * growth(h))
+    torch.testing.assert_close(ys, torch.stack(expected), rtol=1e-14, atol=0)
+    assert stats.steps_forward == 3
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [

@@ -138,9 +138,10 @@ def test_stats_count_the_work(method):
     assert stats.nfe_forward == func.calls
     attempts = stats.steps_forward + stats.rejected_forward
     if tab.adaptive:
-        # f(t0, y0), one probe for the initial step (not taken here: step_size is the first step),
-        # then stages - 1 per attempt thanks to FSAL
-        assert stats.nfe_forward == 1 + (tab.stages - 1) * attempts
+        # FSAL: f(t0, y0), one probe for the initial step (not taken here: step_size is the first step),
+        # then stages - 1 per attempt; without FSAL every attempt evaluates all its stages
+        expected = 1 + (tab.stages - 1) * attempts if tab.fsal else tab.stages * attempts
+        assert stats.nfe_forward == expected
         assert stats.steps_forward > 0
     else:
         assert stats.steps_forward == 10 and stats.rejected_forward == 0

@@ -250,8 +250,10 @@ def test_bad_arguments():
     for coupling in [0.0, 1.5, -0.2, float("nan")]:
         with pytest.raises(ValueError, match="coupling"):
             Reversible("rk4", coupling=coupling)
-    with pytest.raises(ValueError, match="step_size"):
-        pyjode.odeint(decay, y0, [0.0, 1.0], method=Reversible("rk4"))
+    # without step_size a fixed-step base steps from output time to output time
+    torch.testing.assert_close(pyjode.odeint(decay, y0, [0.0, 0.5, 1.0], method=Reversible("rk4")),
+                               pyjode.odeint(decay, y0, [0.0, 0.5, 1.0], method=Reversible("rk4"), step_size=0.5),
+                               rtol=0, atol=0)
     with pytest.raises(ValueError, match="not known"):
         Reversible("rk5")
     t = torch.tensor([0.0, 1.0], dtype=F64, requires_grad=True)

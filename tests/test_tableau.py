@@ -114,7 +114,7 @@ def test_perturbed_coefficient_breaks_the_order(name):
 # ----------------------------------------------------------------------------------------------------
 # Continuous (dense-output) order.
 
-CONTINUOUS_ORDER = {"bosh3": 3, "dopri5": 4, "tsit5": 4}
+CONTINUOUS_ORDER = {"bosh3": 3, "dopri5": 4, "tsit5": 4, "dopri8": 4}  # dopri8: quartic through a midpoint
 THETAS = np.linspace(0.05, 0.95, 7)
 
 
@@ -145,7 +145,8 @@ def test_dense_output_local_error_rate(name):
     stepper = RungeKutta(tab, torch.zeros(1, dtype=torch.float64))
     t0 = 0.3
     y_start = torch.tensor([exact(t0)], dtype=torch.float64)
-    for theta in (0.37, 0.5, 0.8):
+    # dopri8's quartic interpolates a sixth-order midpoint value, so theta = 1/2 converges faster
+    for theta in (0.37, 0.8) if name == "dopri8" else (0.37, 0.5, 0.8):
         errors = []
         for h in [0.4 / 2 ** k for k in range(5)]:
             _, K = stepper.advance(field, t0, h, y_start, None, time)

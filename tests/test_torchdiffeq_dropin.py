@@ -96,9 +96,18 @@ def test_unsupported_options_are_rejected():
     t = torch.linspace(0, 1, 2)
     with pytest.raises(ValueError, match="grid_points"):
         dropin.odeint(lambda t, y: -y, y0, t, options=dict(grid_points=t))
-    with pytest.raises(ValueError, match="event_fn"):
-        dropin.odeint(lambda t, y: -y, y0, t, event_fn=lambda t, y: y)
+    with pytest.raises(ValueError, match="scipy_solver"):
+        dropin.odeint(lambda t, y: -y, y0, t, method="scipy_solver", event_fn=lambda t, y: y)
     with pytest.raises(ValueError, match="nn.Module"):
         dropin.odeint_adjoint(lambda t, y: -y, y0, t)
     with pytest.raises(ValueError, match="not available"):
-        dropin.odeint(lambda t, y: -y, y0, t, method="dopri8")
+        dropin.odeint(lambda t, y: -y, y0, t, method="radauIIA5")
+    with pytest.raises(ValueError, match="perturb"):
+        dropin.odeint(lambda t, y: -y, y0, t, method="scipy_solver", options=dict(solver="RK45", perturb=True))
+    with pytest.raises(ValueError, match="min_step"):
+        dropin.odeint(lambda t, y: -y, y0, t, method="scipy_solver", options=dict(solver="RK45", min_step=0.1))
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        dropin.odeint(lambda t, y: -y, y0, t, method="euler",
+                      options=dict(step_size=0.1, grid_constructor=lambda f, y0, t: t))
+    with pytest.raises(ValueError, match="adjoint_options"):
+        dropin.odeint_adjoint(lambda t, y: -y, y0, t, adjoint_params=(), adjoint_options=dict(first_step=0.1))

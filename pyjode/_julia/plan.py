@@ -148,6 +148,9 @@ def make_plan(method: Any, adjoint: Any, *, rtol: float, atol: float, step_size:
             adj_method = _julia_method_name(grad.method)
         if isinstance(grad, Backsolve):
             norm = grad.norm
+            if callable(norm):
+                raise JuliaUnsupportedError("backend=\"julia\" takes Backsolve(norm='seminorm' or 'rms'), not a "
+                                            "norm callable; use backend='torch'")
         else:
             state = grad.state
             nodes_per_call = grad.max_nodes_per_call

@@ -12,7 +12,7 @@ from ..start_checks import backward_failure
 from .backward_checks import all_finite, nonfinite_gradient
 from ..norms import PartsNorm
 from .base import SolveSpec, run_method
-from .continuous import ContinuousAdjoint, StepHint, interval_pairs
+from .continuous import ContinuousAdjoint, StepHint, interval_pairs, vjp_or_none
 
 
 class Backsolve(ContinuousAdjoint):
@@ -27,7 +27,8 @@ class Backsolve(ContinuousAdjoint):
         norm: ``"seminorm"`` (default) measures only [y, a] in the step-size control: a_θ is an integral
             that feeds nothing back, so its error need not limit the step (Kidger, Chen & Lyons 2021, §3).
             ``"rms"`` is the classic norm (max over the RMS of y, a and each parameter tensor, as
-            torchdiffeq's default adjoint norm), for comparison.
+            torchdiffeq's default adjoint norm), for comparison. A callable is used as it is, on the flat
+            scaled error of ``[y, a, a_θ]`` (``a_θ`` holding the parameters in order, each flattened).
         rtol, atol, method: backward-solve settings; default to the forward ones.
     """
 
@@ -35,8 +36,8 @@ class Backsolve(ContinuousAdjoint):
 
     def __init__(self, norm: str = "seminorm", rtol: Optional[float] = None, atol: Optional[float] = None,
                  method=None):
-        if norm not in ("seminorm", "rms"):
-            raise ValueError(f"norm must be 'seminorm' or 'rms', got {norm!r}")
+        if not callable(norm) and norm not in ("seminorm", "rms"):
+            raise ValueError(f"norm must be 'seminorm', 'rms' or a callable, got {norm!r}")
         super().__init__(rtol=rtol, atol=atol, method=method)
         self.norm = norm
 
@@ -45,14 +46,15 @@ class Backsolve(ContinuousAdjoint):
         n = spec.y0.numel()
         sizes = [p.numel() for p in params]
         parts = [n, n] + sizes
-        norm = PartsNorm(parts, include=[0, 1] if self.norm == "seminorm" else None)
+        norm = self.norm if callable(self.norm) else PartsNorm(parts, include=[0, 1] if self.norm == "seminorm"
+                                                                 else None)
 
         def field(t, s):
             y, a = s[:n].view(shape), s[n:2 * n].view(shape)
             with torch.enable_grad():
                 y = y.detach().requires_grad_(True)
                 f = func(t, y)
-                vjps = torch.autograd.grad(f, (y, *params), -a, allow_unused=True)
+                vjps = vjp_or_none(f, (y, *params), -a)
             out = [f.detach().reshape(-1)]
             for v, like in zip(vjps, (y, *params)):
                 out.append((torch.zeros_like(like) if v is None else v).reshape(-1))

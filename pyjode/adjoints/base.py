@@ -45,6 +45,8 @@ def make_stepper(method, like: torch.Tensor):
 def run_method(method, func, y0: torch.Tensor, ts: Sequence[float], control: StepControl, *,
                counter: Optional[Counter] = None, on_step: Optional[Callable] = None) -> Run:
     """Integrate with the method's stepper through the shared loops."""
+    if hasattr(method, "run"):  # a solver with its own loop (pyjode.ScipySolver)
+        return method.run(func, y0, ts, control, counter if counter is not None else Counter())
     run = integrate(make_stepper(method, y0), func, y0, ts, control, counter=counter, on_step=on_step)
     if isinstance(method, Reversible):
         method.check_drift(*run.state, ts[-1])

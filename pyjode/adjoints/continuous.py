@@ -57,12 +57,20 @@ def state_vjp_field(func, shape):
         with torch.enable_grad():
             y = y.detach().requires_grad_(True)
             f = func(t, y)
-            (vjp,) = torch.autograd.grad(f, y, -a, allow_unused=True)
+            (vjp,) = vjp_or_none(f, (y,), -a)
         if vjp is None:
             vjp = torch.zeros_like(a)
         return torch.cat([f.detach().reshape(-1), vjp.reshape(-1)])
 
     return field
+
+
+def vjp_or_none(out: torch.Tensor, inputs, cotangent):
+    """``autograd.grad`` with ``None`` for every input when ``out`` depends on none of them (a field of t
+    alone): that derivative is zero, not an error."""
+    if not out.requires_grad:
+        return (None,) * len(inputs)
+    return torch.autograd.grad(out, inputs, cotangent, allow_unused=True)
 
 
 def batched_field(func, T: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
@@ -87,7 +95,7 @@ def weighted_param_vjp(func, params: Sequence[torch.Tensor], T, Y, A, W, max_nod
         with torch.enable_grad():
             F = batched_field(func, T[sl], Y[sl])
             cot = A[sl] * W[sl].view(-1, *([1] * (A.dim() - 1)))
-            g = torch.autograd.grad(F, params, cot, allow_unused=True)
+            g = vjp_or_none(F, params, cot)
         for acc, gi in zip(grads, g):
             if gi is not None:
                 acc.add_(gi)
@@ -100,7 +108,7 @@ def output_time_gradients(func, t: torch.Tensor, ts, ys: torch.Tensor, grad_ys: 
     T = torch.tensor(ts, dtype=ys.dtype, device=ys.device)
     with torch.no_grad():
         F = batched_field(func, T, ys)
-        g = (grad_ys * F).flatten(1).sum(1)
+        g = (grad_ys * F).reshape(len(ts), -1).sum(1)
         g[0] = -(a0_plus * F[0]).sum()
     return g.to(t.dtype)
 
@@ -116,6 +124,8 @@ class _ContinuousAdjointFunction(torch.autograd.Function):
         finally:
             record_forward(spec.stats, counter)
         ctx.method, ctx.spec, ctx.memo = method, spec, memo
+        # torchdiffeq's adjoint exposes its backward options on grad_fn; pyjode.torchdiffeq sets this dict
+        ctx.adjoint_options = getattr(method, "adjoint_options", None)
         ctx.save_for_backward(ys)
         return ys
 
@@ -165,8 +175,13 @@ class ContinuousAdjoint(GradientMethod):
         self.rtol, self.atol, self.method = rtol, atol, method
 
     def check_method(self, method) -> None:
+        from ..scipy_solver import ScipySolver
         from ..tableau import ButcherTableau
 
+        from ..adams import Adams
+
+        if isinstance(method, (ScipySolver, Adams)) and self.name == "backsolve":
+            return
         if not isinstance(method, ButcherTableau):
             raise ValueError(
                 f"adjoint={self.name!r} needs an explicit Runge–Kutta method (a name or ButcherTableau), got "
@@ -181,7 +196,9 @@ class ContinuousAdjoint(GradientMethod):
     def backward_control(self, spec: SolveSpec, norm=None, first_step=None):
         """The forward solve's control with this adjoint's tolerances, norm and first-step guess: options
         such as ``max_steps``, ``max_step`` and ``jump_ts`` (the field's kinks) hold backwards too."""
-        control = spec.control.replace(rtol=self.rtol, atol=self.atol, first_step=first_step)
+        callbacks = spec.control.callbacks
+        control = spec.control.replace(rtol=self.rtol, atol=self.atol, first_step=first_step,
+                                       callbacks=None if callbacks is None else callbacks.backward())
         return control if norm is None else control.replace(norm=norm)
 
     def forward_solve(self, spec: SolveSpec, counter: Counter):
@@ -192,9 +209,6 @@ class ContinuousAdjoint(GradientMethod):
     def solve(self, spec: SolveSpec) -> torch.Tensor:
         if self.method is not None:
             self.check_method(self.backward_tableau(spec))
-            tab = self.backward_tableau(spec)
-            if not tab.adaptive and spec.control.step_size is None:
-                raise ValueError(f"the backward method {tab.name!r} is fixed-step: pass step_size=... to odeint")
         if not spec.params_given and torch.is_grad_enabled() and not (
                 spec.y0.requires_grad or spec.t.requires_grad or any(p.requires_grad for p in spec.params)):
             # nothing the function sees requires grad, so its output would not either, and there would be no

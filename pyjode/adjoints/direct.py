@@ -21,8 +21,9 @@ class Direct(GradientMethod):
     def solve(self, spec: SolveSpec) -> torch.Tensor:
         counter = Counter()
         # The solve follows the caller's grad mode: under torch.no_grad() it records no graph.
+        # (a solver with its own loop, such as SciPy's, records no graph: nothing to rescale for)
         try:
-            if spec.t.requires_grad and torch.is_grad_enabled():
+            if spec.t.requires_grad and torch.is_grad_enabled() and not hasattr(spec.method, "run"):
                 ys = self._solve_rescaled(spec, counter)
             else:
                 ys = run_method(spec.method, spec.func, spec.y0, spec.ts, spec.control, counter=counter,

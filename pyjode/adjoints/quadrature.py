@@ -19,7 +19,8 @@ from ..tableau import ButcherTableau
 from ..trajectory import TrajectoryRecorder, hermite_pseudo_interp
 from .backward_checks import all_finite, nonfinite_gradient
 from .base import SolveSpec, run_method
-from .continuous import ContinuousAdjoint, ForwardRecord, interval_pairs, state_vjp_field, weighted_param_vjp
+from .continuous import (ContinuousAdjoint, ForwardRecord, interval_pairs, state_vjp_field, vjp_or_none,
+                         weighted_param_vjp)
 
 
 def default_nodes_per_step(tableau: ButcherTableau) -> int:
@@ -131,7 +132,7 @@ class Quadrature(ContinuousAdjoint):
                 with torch.enable_grad():
                     y = trajectory(t).requires_grad_(True)
                     f = func(t, y)
-                    (vjp,) = torch.autograd.grad(f, y, -a.view(shape), allow_unused=True)
+                    (vjp,) = vjp_or_none(f, (y,), -a.view(shape))
                 return torch.zeros_like(a) if vjp is None else vjp.reshape(-1)
 
             norm = None
