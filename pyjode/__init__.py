@@ -5,6 +5,7 @@ from .adjoints.backsolve import Backsolve
 from .adjoints.direct import Direct
 from .adjoints.quadrature import Quadrature
 from .adjoints.reversible import ReversibleAdjoint
+from .implicit import Implicit
 from .neural_ode import NeuralODE
 from .norms import PartsNorm, max_norm, rms_norm
 from .odeint import odeint
@@ -27,6 +28,7 @@ __all__ = [
     "CosineNoise",
     "Direct",
     "fit_midpoint",
+    "Implicit",
     "julia_available",
     "JuliaUnavailableError",
     "JuliaUnsupportedError",

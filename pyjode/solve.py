@@ -14,7 +14,7 @@ from .stats import Stats
 from .solution import Solution
 from .step_control import StepControl
 from .trajectory import TrajectoryRecorder
-from .tableau import ButcherTableau, get_tableau
+from .tableau import ADAPTIVE, FIXED_STEP, TABLEAUS, ButcherTableau, get_tableau
 
 __all__ = ["solve"]
 
@@ -49,7 +49,9 @@ def solve(
         t: 1-D, strictly increasing or strictly decreasing output times; ``t[0]`` is the initial time.
         method: fixed-step ``"euler" "midpoint" "heun" "rk4"`` (need ``step_size``), adaptive
             ``"bosh3" "dopri5" "tsit5"``, a :class:`pyjode.ButcherTableau`, or
-            ``pyjode.Reversible(base)``.
+            ``pyjode.Reversible(base)``; for stiff problems the implicit ``"kvaerno3" "kvaerno4" "kvaerno5"
+            "radauIIA5"`` (adaptive), ``"implicit_euler" "implicit_midpoint" "trapezoid" "radauIIA3" "gl4" "gl6"
+            "sdirk2" "trbdf2"`` (fixed-step), or ``pyjode.Implicit(name, jacobian="batch")``.
         rtol, atol: relative and absolute tolerances of adaptive methods.
         step_size: step of fixed-step methods (each output interval is split into equal steps no
             longer than this); for adaptive methods, an optional first step.
@@ -190,6 +192,19 @@ def _check_tolerances(rtol, atol):
 
 
 def _resolve_method(method, step_size):
+    from .implicit import Implicit, IMPLICIT_METHODS
+
+    if isinstance(method, str) and method in IMPLICIT_METHODS:
+        method = Implicit(method)
+    if isinstance(method, Implicit):
+        if not method.adaptive and step_size is None:
+            raise ValueError(f"method={method.name!r} is a fixed-step implicit method: pass step_size=..., or choose "
+                             f"an adaptive one such as 'kvaerno5' or 'radauIIA5'")
+        return method
+    if isinstance(method, str) and method not in TABLEAUS:
+        raise ValueError(f"method={method!r} is not known; choose one of fixed-step {list(FIXED_STEP)} (these need "
+                         f"step_size), adaptive {list(ADAPTIVE)}, implicit (stiff) {list(IMPLICIT_METHODS)}, a "
+                         f"pyjode.ButcherTableau, pyjode.Implicit(...) or pyjode.Reversible(base)")
     if isinstance(method, (str, ButcherTableau)):
         tableau = get_tableau(method)
         if not tableau.adaptive and step_size is None:

@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from ..integrate import Counter
+from ..newton import adjoint_jacobian
 from ..norms import PartsNorm
 from .base import SolveSpec, run_method
 from .continuous import ContinuousAdjoint, StepHint, interval_pairs
@@ -55,6 +56,7 @@ class Backsolve(ContinuousAdjoint):
                 out.append((torch.zeros_like(like) if v is None else v).reshape(-1))
             return torch.cat(out)
 
+        field.newton_blocks = adjoint_jacobian(func, shape, sum(sizes))  # for an implicit backward method
         tableau = self.backward_tableau(spec)
         a = grad_ys[-1].reshape(-1)
         a_theta = ys.new_zeros(sum(sizes))

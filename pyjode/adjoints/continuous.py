@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 
 from ..integrate import Counter
+from ..newton import adjoint_jacobian
 from .base import GradientMethod, SolveSpec, record_backward, record_forward, run_method
 
 
@@ -59,6 +60,7 @@ def state_vjp_field(func, shape):
             vjp = torch.zeros_like(a)
         return torch.cat([f.detach().reshape(-1), vjp.reshape(-1)])
 
+    field.newton_blocks = adjoint_jacobian(func, shape, 0)  # for an implicit backward method
     return field
 
 
@@ -142,20 +144,33 @@ class ContinuousAdjoint(GradientMethod):
             if v is not None and (not isinstance(v, (int, float)) or v < 0):
                 raise ValueError(f"{name} must be a non-negative number or None, got {v!r}")
         self.rtol, self.atol, self.method = rtol, atol, method
+        self._implicit = None  # the Implicit object of a backward method given by name
 
     def check_method(self, method) -> None:
         from ..tableau import ButcherTableau
 
-        if not isinstance(method, ButcherTableau):
+        # an implicit method's stepper solves the (equally stiff) adjoint system too
+        if not isinstance(method, ButcherTableau) and not getattr(method, "implicit", False):
             raise ValueError(
-                f"adjoint={self.name!r} needs an explicit Runge–Kutta method (a name or ButcherTableau), got "
+                f"adjoint={self.name!r} needs a Runge–Kutta method (a name, ButcherTableau or pyjode.Implicit), got "
                 f"{method!r}; for pyjode.Reversible use adjoint='reversible'"
             )
 
     def backward_tableau(self, spec: SolveSpec):
+        from ..implicit import IMPLICIT_METHODS, Implicit
         from ..tableau import get_tableau
 
-        return spec.method if self.method is None else get_tableau(self.method)
+        if self.method is None:
+            return spec.method
+        if getattr(self.method, "implicit", False):
+            return self.method
+        if isinstance(self.method, str) and self.method in IMPLICIT_METHODS:
+            # the forward method's Jacobian mode when it is implicit too
+            jacobian = getattr(spec.method, "jacobian", "full")
+            if self._implicit is None or self._implicit.name != self.method or self._implicit.jacobian != jacobian:
+                self._implicit = Implicit(self.method, jacobian=jacobian)
+            return self._implicit
+        return get_tableau(self.method)
 
     def backward_control(self, spec: SolveSpec, norm=None, first_step=None):
         """The forward solve's control with this adjoint's tolerances, norm and first-step guess: options

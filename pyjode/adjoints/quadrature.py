@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..integrate import Counter
+from ..newton import adjoint_jacobian
 from ..norms import PartsNorm
 from ..tableau import ButcherTableau
 from ..trajectory import TrajectoryRecorder, hermite_pseudo_interp
@@ -129,6 +130,7 @@ class Quadrature(ContinuousAdjoint):
                     (vjp,) = torch.autograd.grad(f, y, -a.view(shape), allow_unused=True)
                 return torch.zeros_like(a) if vjp is None else vjp.reshape(-1)
 
+            field.newton_blocks = adjoint_jacobian(func, shape, 0, y_of_t=trajectory)
             norm = None
         else:
             field = state_vjp_field(func, shape)
