@@ -163,6 +163,7 @@ class ImplicitRungeKutta(Stepper):
         self.refresh = True
         self.factors: dict = {}
         self.eta, self.eta_rate = 1.0, 0.0
+        self._explicit_parts = False
 
     def prepare(self, control) -> None:
         """Take the solve's tolerances and norm for the Newton convergence test."""
@@ -228,6 +229,7 @@ class ImplicitRungeKutta(Stepper):
         if self.blocks is None or self.refresh:
             self.blocks = self._blocks(field, hook, t0, y.detach().reshape(-1))
             self.jac_at, self.refresh, self.factors = (t0, y), False, {}
+            self._explicit_parts = any(J is None for _, _, J in self.blocks)
             return True
         return self.jac_at[0] == t0 and self.jac_at[1] is y
 
@@ -267,6 +269,11 @@ class ImplicitRungeKutta(Stepper):
             eta = theta / (1.0 - theta)
         self._eta_now = eta
         kappa = max(self.method.kappa, 10 * self.eps / max(self.rtol, 1e-300))
+        # A part with no Jacobian block (an integral such as the adjoints' a_θ) is explicit in the other
+        # stages but updated from their previous iterate: one more iteration after the first makes it
+        # consistent with converged ones.
+        if k == 0 and self._explicit_parts:
+            return False
         if eta * nd <= kappa or nd == 0.0:
             self.eta = eta
             return True
@@ -345,6 +352,8 @@ class ImplicitRungeKutta(Stepper):
                 f"{where}, with {what} and a fresh Jacobian (contraction rate {failure.rate:.3g} after "
                 f"{self.method.max_iters} iterations at most). "
                 + ("Try a smaller step_size or an adaptive method such as 'kvaerno5'. " if not self.adaptive else "")
+                + ("A backward solve that re-solves y (state='resolve') is unstable for a stiff dissipative y: "
+                   "use pyjode.Backsolve(state='stored', norm='rms'). " if hook is not None else "")
                 + "Check the vector field for NaN, inf or a singularity there, use float64, or, if the batch "
                   "samples interact, jacobian='full'")
         err = torch.full((self.n,), math.inf, **self._opts)

@@ -104,8 +104,8 @@ def adjoint_jacobian(func: Callable, shape, n_extra: int, y_of_t: Optional[Calla
     """``newton_blocks`` for a continuous adjoint's backward field.
 
     With ``y_of_t`` None the state is ``[y, a, rest]`` (``rest`` of ``n_extra`` elements, an integral such
-    as a_θ that feeds nothing back) with y' = f, a' = -J^T a; otherwise the state is ``a`` alone and y is
-    read from ``y_of_t(t)``.
+    as a_θ that feeds nothing back) with y' = f, a' = -J^T a; otherwise the state is ``[a, rest]`` and y
+    is read from ``y_of_t(t)``.
     """
     n = int(torch.Size(shape).numel())
 
@@ -117,7 +117,7 @@ def adjoint_jacobian(func: Callable, shape, n_extra: int, y_of_t: Optional[Calla
                 out.append((2 * n, 2 * n + n_extra, None))
             return out
         J = field_jacobian(func, t, y_of_t(t).reshape(shape), mode)
-        return [(0, n, -J.transpose(1, 2))]
+        return [(0, n, -J.transpose(1, 2))] + ([(n, n + n_extra, None)] if n_extra else [])
 
     return blocks
 

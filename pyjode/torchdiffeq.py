@@ -15,6 +15,7 @@ from fractions import Fraction as F
 import torch
 
 from .adjoints.backsolve import Backsolve
+from .implicit import Implicit
 from .odeint import odeint as _odeint
 from .tableau import ButcherTableau
 
@@ -31,14 +32,31 @@ RK4_38 = ButcherTableau(
 
 _METHODS = {"dopri5": "dopri5", "bosh3": "bosh3", "tsit5": "tsit5", "euler": "euler", "midpoint": "midpoint",
             "rk4": RK4_38, "heun": "heun"}
+# torchdiffeq's implicit family: fixed-grid there, so fixed-step here (on the grid t when step_size is not given).
+_IMPLICIT = ("implicit_euler", "implicit_midpoint", "trapezoid", "radauIIA3", "gl4", "radauIIA5", "gl6", "sdirk2",
+             "trbdf2")
 _OPTIONS = ("step_size", "first_step", "max_num_steps")
 
 
 def _method(method):
     method = "dopri5" if method is None else method
+    if method in _IMPLICIT:
+        return Implicit(method, adaptive=False)
     if method not in _METHODS:
-        raise ValueError(f"method={method!r} is not available in pyjode.torchdiffeq; choose one of {sorted(_METHODS)}")
+        raise ValueError(f"method={method!r} is not available in pyjode.torchdiffeq; choose one of "
+                         f"{sorted(_METHODS) + list(_IMPLICIT)}")
     return _METHODS[method]
+
+
+def _grid_step(method, options, t):
+    """torchdiffeq's implicit solvers step on the output grid ``t`` itself when no step_size is given: one
+    step per output interval, which a step_size of the longest interval gives."""
+    if method not in _IMPLICIT or options.get("step_size") is not None:
+        return options
+    tt = torch.as_tensor(t).detach().double().reshape(-1)
+    if tt.numel() < 2:
+        return options
+    return dict(options, step_size=float((tt[1:] - tt[:-1]).abs().max()))
 
 
 def _options(options, name="options"):
@@ -66,6 +84,7 @@ class _Flat:
 
 
 def _call(func, y0, t, adjoint, rtol, atol, method, options, adjoint_params=None):
+    options = _grid_step(method, {} if options is None else dict(options), t)
     if isinstance(y0, tuple):
         flat = _Flat(func, y0)
         params = adjoint_params

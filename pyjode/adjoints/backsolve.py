@@ -10,7 +10,7 @@ from ..integrate import Counter
 from ..newton import adjoint_jacobian
 from ..norms import PartsNorm
 from .base import SolveSpec, run_method
-from .continuous import ContinuousAdjoint, StepHint, interval_pairs
+from .continuous import ContinuousAdjoint, StepHint, interval_pairs, stored_forward_solve
 
 
 class Backsolve(ContinuousAdjoint):
@@ -27,46 +27,63 @@ class Backsolve(ContinuousAdjoint):
             ``"rms"`` is the classic norm (max over the RMS of y, a and each parameter tensor, as
             torchdiffeq's default adjoint norm), for comparison.
         rtol, atol, method: backward-solve settings; default to the forward ones.
+        state: ``"resolve"`` (default) re-solves y backwards as above. ``"stored"`` keeps the accepted
+            forward steps and reads y(t) from the forward method's dense output, so the backward state is
+            [a, a_θ] alone (an interpolating adjoint). Choose it for stiff dissipative problems: y' = f(t, y)
+            run backwards is then exponentially unstable (a decaying mode e^{λt}, λ << 0, grows as e^{|λ|t}
+            backwards) and no method can re-solve it, while the adjoint a' = -J^T a is stable backwards.
     """
 
     name = "backsolve"
 
     def __init__(self, norm: str = "seminorm", rtol: Optional[float] = None, atol: Optional[float] = None,
-                 method=None):
+                 method=None, state: str = "resolve"):
         if norm not in ("seminorm", "rms"):
             raise ValueError(f"norm must be 'seminorm' or 'rms', got {norm!r}")
+        if state not in ("resolve", "stored"):
+            raise ValueError(f"state must be 'resolve' or 'stored', got {state!r}")
         super().__init__(rtol=rtol, atol=atol, method=method)
-        self.norm = norm
+        self.norm, self.state = norm, state
+
+    def forward_solve(self, spec: SolveSpec, counter: Counter):
+        if self.state == "resolve":
+            return super().forward_solve(spec, counter)
+        return stored_forward_solve(spec, counter)
 
     def backward_solve(self, spec: SolveSpec, ys, grad_ys, record, counter: Counter):
         func, params, shape = spec.func, spec.params, spec.y0.shape
         n = spec.y0.numel()
         sizes = [p.numel() for p in params]
         parts = [n, n] + sizes
-        norm = PartsNorm(parts, include=[0, 1] if self.norm == "seminorm" else None)
+        trajectory = record.trajectory
+        if trajectory is not None:  # state [a, a_θ], y from the forward solve's dense output
+            parts = parts[1:]
+        norm = PartsNorm(parts, include=list(range(len(parts) - len(sizes))) if self.norm == "seminorm" else None)
+        lead = 0 if trajectory is not None else n  # where a starts
 
         def field(t, s):
-            y, a = s[:n].view(shape), s[n:2 * n].view(shape)
+            a = s[lead:lead + n].view(shape)
             with torch.enable_grad():
-                y = y.detach().requires_grad_(True)
+                y = (trajectory(t) if trajectory is not None else s[:n].view(shape)).detach().requires_grad_(True)
                 f = func(t, y)
                 vjps = torch.autograd.grad(f, (y, *params), -a, allow_unused=True)
-            out = [f.detach().reshape(-1)]
+            out = [] if trajectory is not None else [f.detach().reshape(-1)]
             for v, like in zip(vjps, (y, *params)):
                 out.append((torch.zeros_like(like) if v is None else v).reshape(-1))
             return torch.cat(out)
 
-        field.newton_blocks = adjoint_jacobian(func, shape, sum(sizes))  # for an implicit backward method
+        # for an implicit backward method
+        field.newton_blocks = adjoint_jacobian(func, shape, sum(sizes), y_of_t=trajectory)
         tableau = self.backward_tableau(spec)
         a = grad_ys[-1].reshape(-1)
         a_theta = ys.new_zeros(sum(sizes))
         last_h = StepHint(record.first_step)
         for i, t_hi, t_lo in interval_pairs(spec.ts):
-            s = torch.cat([ys[i + 1].reshape(-1), a, a_theta])
+            s = torch.cat(([] if trajectory is not None else [ys[i + 1].reshape(-1)]) + [a, a_theta])
             control = self.backward_control(spec, norm, last_h.h if tableau.adaptive else None)
             s = run_method(tableau, field, s, [t_hi, t_lo], control, counter=counter, on_step=last_h).ys[-1]
-            a = s[n:2 * n] + (grad_ys[i].reshape(-1) if i > 0 else 0)
-            a_theta = s[2 * n:]
+            a = s[lead:lead + n] + (grad_ys[i].reshape(-1) if i > 0 else 0)
+            a_theta = s[lead + n:]
         grads, offset = [], 0
         for p, k in zip(params, sizes):
             grads.append(a_theta[offset:offset + k].view_as(p))

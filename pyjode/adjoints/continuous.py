@@ -46,6 +46,19 @@ class ForwardRecord:
     trajectory: Any = None  # a pyjode.trajectory.DenseTrajectory when the forward steps are kept
 
 
+def stored_forward_solve(spec: SolveSpec, counter: Counter):
+    """The forward solve of a continuous adjoint that keeps its accepted steps: the outputs and a
+    :class:`ForwardRecord` whose trajectory gives y(t) by the forward method's own dense output."""
+    from ..trajectory import TrajectoryRecorder
+
+    recorder = TrajectoryRecorder()
+    ys = run_method(spec.method, spec.func, spec.y0, spec.ts, spec.control, counter=counter, on_step=recorder).ys
+    if spec.method.interp is None:
+        counter.nfe += 1  # Hermite interpolation needs f at the final time
+    first_step = max(abs(h) for h in recorder.h[-2:]) if recorder.h else None
+    return ys, ForwardRecord(first_step, recorder.finish(spec.func, spec.ts[-1], ys[-1]))
+
+
 def state_vjp_field(func, shape):
     """The [y, a] system  y' = f(t, y),  a' = -(∂f/∂y)^T a  on a flat state; no parameter VJP is taken."""
     n = int(torch.Size(shape).numel())
