@@ -1,6 +1,7 @@
 """Implicit (stiff) solvers: tableaus, convergence orders, stiff references from scipy's Radau, exact
 gradients through matrix_exp for every gradient method, and the errors they raise."""
 
+import functools
 import math
 
 import numpy as np
@@ -147,10 +148,10 @@ def van_der_pol(mu):
     return f
 
 
-def _scipy(f, y0, ts, **kw):
+def _scipy(f, y0, ts, rtol=1e-11, atol=1e-14):
     from scipy.integrate import solve_ivp
 
-    r = solve_ivp(f, (ts[0], ts[-1]), y0, method="Radau", t_eval=ts, rtol=1e-11, atol=1e-14, **kw)
+    r = solve_ivp(f, (ts[0], ts[-1]), y0, method="Radau", t_eval=ts, rtol=rtol, atol=atol)
     assert r.success
     return torch.tensor(r.y.T)
 
@@ -170,11 +171,18 @@ def test_robertson_against_scipy_radau(name):
     assert method.stats.jacobians < 200
 
 
+@functools.lru_cache(maxsize=None)
+def _vdp_reference():
+    mu = 1000.0
+    return _scipy(lambda t, y: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]], [2.0, 0.0], [0.0, 400.0, 800.0, 820.0, 1000.0],
+                  rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("name", ["kvaerno5", "radauIIA5"])
 def test_van_der_pol_mu_1000_against_scipy_radau(name):
     """Through the first relaxation jump (near t = 807) and on, where explicit methods stall."""
     mu, ts = 1000.0, [0.0, 400.0, 800.0, 820.0, 1000.0]
-    ref = _scipy(lambda t, y: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]], [2.0, 0.0], ts)
+    ref = _vdp_reference()
     ys = pyjode.odeint(van_der_pol(mu), torch.tensor([2.0, 0.0], dtype=F64), torch.tensor(ts, dtype=F64),
                        method=name, rtol=1e-7, atol=1e-7)
     assert (ys[:, 0] - ref[:, 0]).abs().max() < 1e-4  # x, of size 2
@@ -213,8 +221,8 @@ def stiff_linear(smooth: bool, dtype=F64):
     if smooth:
         coef[:, 0] = 0
     y0 = (coef @ V.T).to(dtype).requires_grad_()
-    t = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=dtype)
-    w = torch.randn(4, 2, 3, generator=g, dtype=F64).to(dtype)
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=dtype)
+    w = torch.randn(3, 2, 3, generator=g, dtype=F64).to(dtype)
     return A, y0, t, w
 
 
@@ -243,10 +251,10 @@ def test_stiff_linear_exact_gradient(adjoint, smooth, method):
     A, y0, t, w = stiff_linear(smooth)
     gA, gy0 = _exact_grads(A, y0, t, w)
     stats = pyjode.Stats()
-    ys = pyjode.odeint(lambda t, y: y @ A.T, y0, t, method=method, rtol=1e-9, atol=1e-11,
+    ys = pyjode.odeint(lambda t, y: y @ A.T, y0, t, method=method, rtol=1e-7, atol=1e-9,
                        adjoint=ADJ[adjoint](), adjoint_params=[A], stats=stats)
     hA, hy0 = torch.autograd.grad((ys * w).sum(), (A, y0))
-    tol = 2e-6 if method == "kvaerno5" else 1e-7
+    tol = 1e-5 if method == "kvaerno5" else 1e-6
     assert rel_error(hA, gA) < tol and rel_error(hy0, gy0) < tol
     if adjoint != "direct":
         assert stats.steps_backward > 0
