@@ -164,6 +164,7 @@ class ImplicitRungeKutta(Stepper):
         self.factors: dict = {}
         self.eta, self.eta_rate = 1.0, 0.0
         self._explicit_parts = False
+        self._last = None  # (t0, h, y0, y1, K) of the last step taken, for the stage predictor
 
     def prepare(self, control) -> None:
         """Take the solve's tolerances and norm for the Newton convergence test."""
@@ -175,6 +176,7 @@ class ImplicitRungeKutta(Stepper):
         return (y0, field(self.time(t0), y0) if self.needs_f0 else None)
 
     def restart(self, field, t: float, state: ImplicitState) -> ImplicitState:
+        self._last = None  # the field jumped: the last step's polynomial says nothing past it
         return (state[0], field(self.time(t), state[0]) if self.needs_f0 else None)
 
     def output(self, state: ImplicitState) -> torch.Tensor:
@@ -203,8 +205,9 @@ class ImplicitRungeKutta(Stepper):
             fresh = self._ensure_jacobian(field, hook, t0, y)
             try:
                 with torch.no_grad():
-                    Z = self._stages_dirk(field, t0, h, y, f0, scale) if self.dirk else \
-                        self._stages_firk(field, t0, h, y, scale)
+                    guess = self._predict(t0, h, y)
+                    Z = self._stages_dirk(field, t0, h, y, f0, scale, guess) if self.dirk else \
+                        self._stages_firk(field, t0, h, y, scale, guess)
                 break
             except _NewtonFailure as failure:
                 self.stats.newton_failures += 1
@@ -220,7 +223,23 @@ class ImplicitRungeKutta(Stepper):
         y1 = self._solution(h, y, Z, K)
         err = self._error(h, y, f0, Z, K) if self.adaptive else None
         f1 = K[-1].view(self.shape) if self.tableau.stiffly_accurate else None
+        self._last = (t0, h, y, y1, K)
         return (y1, f1), err, K
+
+    def _predict(self, t0: float, h: float, y: torch.Tensor):
+        """Starting values of the stages, ``(s, n)``: the dense output of the last step evaluated at the
+        stage times (extrapolated past an accepted step, interpolated inside a rejected one), as Hairer's
+        RADAU5 does; ``None`` on the first step and after a jump."""
+        last = self._last
+        if last is None:
+            return None
+        t_prev, h_prev, y_prev, y1_prev, K_prev = last
+        if not (y is y1_prev or y is y_prev) or abs(h) > 4 * abs(h_prev):
+            return None
+        thetas = [(t0 + ci * h - t_prev) / h_prev for ci in self.c]
+        with torch.no_grad():
+            return self.interpolate((y_prev.detach(), None), K_prev.detach(), t_prev, t_prev + h_prev,
+                                    thetas).reshape(self.s, -1)
 
     # -- Newton ------------------------------------------------------------------------------------------------
 
@@ -284,7 +303,7 @@ class ImplicitRungeKutta(Stepper):
             return float(self.norm((dz / scale).view(self.shape)))
         return float(torch.stack([self.norm((row / scale).view(self.shape)) for row in dz]).max())
 
-    def _stages_dirk(self, field, t0: float, h: float, y: torch.Tensor, f0, scale):
+    def _stages_dirk(self, field, t0: float, h: float, y: torch.Tensor, f0, scale, predicted=None):
         """The converged stages z_i (flat, without a graph) of a diagonally implicit method."""
         y_flat = y.detach().reshape(-1)
         f0 = None if f0 is None else f0.detach().reshape(-1)
@@ -303,8 +322,11 @@ class ImplicitRungeKutta(Stepper):
                 continue
             hg = h * g
             factors = self._dirk_factors(hg)
-            guess = K[-1] if K else f0
-            z = base + hg * guess if guess is not None else base.clone()
+            if predicted is not None:
+                z = predicted[i].clone()
+            else:
+                guess = K[-1] if K else f0
+                z = base + hg * guess if guess is not None else base.clone()
             ti = self.time(t0 + self.c[i] * h)
             prev = 0.0
             for k in range(self.method.max_iters):
@@ -323,11 +345,11 @@ class ImplicitRungeKutta(Stepper):
         self.eta_rate = rate
         return Z
 
-    def _stages_firk(self, field, t0: float, h: float, y: torch.Tensor, scale):
+    def _stages_firk(self, field, t0: float, h: float, y: torch.Tensor, scale, predicted=None):
         """The converged stage increments W = Z - y, ``(s, n)`` without a graph, of a fully implicit method."""
         y_flat = y.detach().reshape(-1)
         factors = self._firk_factors(h)
-        W = torch.zeros(self.s, self.n, **self._opts)
+        W = torch.zeros(self.s, self.n, **self._opts) if predicted is None else predicted - y_flat
         times = [self.time(t0 + ci * h) for ci in self.c]
         prev = 0.0
         self.eta_rate = 0.0
