@@ -164,6 +164,9 @@ class ImplicitRungeKutta(Stepper):
         self.factors: dict = {}
         self.eta, self.eta_rate = 1.0, 0.0
         self._explicit_parts = False
+        # whether the field's output needs a graph (it closes over tensors that require grad): found out by
+        # the first step under autograd, so solves whose graph would be empty skip the extra evaluations
+        self._graph = True
         self._last = None  # (t0, h, y0, y1, K) of the last step taken, for the stage predictor
 
     def prepare(self, control) -> None:
@@ -217,7 +220,7 @@ class ImplicitRungeKutta(Stepper):
                 return self._failed(failure, t0, h, hook, state)
         if self.eta_rate > self.method.recompute_above:
             self.refresh = True
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and (self._graph or y.requires_grad):
             Z = self._attach(field, hook, t0, h, y, f0, Z)
         K = self._slopes(h, y, f0, Z)
         y1 = self._solution(h, y, Z, K)
@@ -400,7 +403,11 @@ class ImplicitRungeKutta(Stepper):
                     continue
                 zs = Z[i]
                 ti = self.time(t0 + self.c[i] * h)
-                G = zs - base - (h * g) * field(ti, zs.view(self.shape)).reshape(-1)
+                fz = field(ti, zs.view(self.shape))
+                if not fz.requires_grad and not y.requires_grad:
+                    self._graph = False  # nothing to differentiate: the converged stages stand
+                    return Z
+                G = zs - base - (h * g) * fz.reshape(-1)
                 if G.requires_grad:
                     blocks = self._blocks(field, hook, t0 + self.c[i] * h, zs)
                     z = zs - solve_dirk(factor_dirk(blocks, h * g, self.stats), G)
@@ -415,6 +422,7 @@ class ImplicitRungeKutta(Stepper):
                          for i in range(self.s)])
         G = Ws - h * (self.A @ F)
         if not G.requires_grad:
+            self._graph = F.requires_grad
             return Ws
         per_stage = stage_jacobians([self._blocks(field, hook, t0 + self.c[i] * h, Zs[i]) for i in range(self.s)])
         factors = factor_firk(self.blocks, self.A, h, self.stats, per_stage=per_stage)

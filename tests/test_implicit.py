@@ -184,7 +184,7 @@ def test_van_der_pol_mu_1000_against_scipy_radau(name):
     mu, ts = 1000.0, [0.0, 400.0, 800.0, 820.0, 1000.0]
     ref = _vdp_reference()
     ys = pyjode.odeint(van_der_pol(mu), torch.tensor([2.0, 0.0], dtype=F64), torch.tensor(ts, dtype=F64),
-                       method=name, rtol=1e-7, atol=1e-7)
+                       method=name, rtol=1e-6, atol=1e-6)
     assert (ys[:, 0] - ref[:, 0]).abs().max() < 1e-4  # x, of size 2
     assert ((ys[:, 1] - ref[:, 1]).abs() / ref[:, 1].abs().clamp_min(1e-3)).max() < 1e-3
 
@@ -198,11 +198,11 @@ def test_batch_jacobian_matches_full():
         return torch.stack([v, mus * (1 - x ** 2) * v - x], -1)
 
     y0 = torch.tensor([[2.0, 0.0]] * 3, dtype=F64)
-    t = torch.tensor([0.0, 5.0], dtype=F64)
+    t = torch.tensor([0.0, 2.0], dtype=F64)
     for name in ("kvaerno5", "radauIIA5"):
         full, batch = Implicit(name), Implicit(name, jacobian="batch")
-        a = pyjode.odeint(f, y0, t, method=full, rtol=1e-8, atol=1e-8)
-        b = pyjode.odeint(f, y0, t, method=batch, rtol=1e-8, atol=1e-8)
+        a = pyjode.odeint(f, y0, t, method=full, rtol=1e-7, atol=1e-7)
+        b = pyjode.odeint(f, y0, t, method=batch, rtol=1e-7, atol=1e-7)
         assert rel_error(b, a) < 1e-9
 
 
