@@ -35,6 +35,16 @@ solution defined by exactly solved stage equations (the step sizes held fixed, a
 the stages actually computed; it does not differentiate the iteration (whose derivative would depend on how
 many iterations were taken and on the stale Jacobian). It costs one Jacobian per implicit stage and step,
 and is taken only when the graph needs it.
+
+**Continuous adjoints.** ``Backsolve``/``Quadrature`` accept an implicit method (forward, or ``method=`` for
+the backward solve): their augmented fields declare the block Jacobian ``[J, -J^T, 0]`` of
+``[y, a, a_θ]`` (:func:`pyjode.newton.adjoint_jacobian`), so the backward solve is implicit too. Their
+gradients are those of the continuous adjoint, accurate to the backward tolerance, not exact for the
+discrete solution. For a stiff *dissipative* problem re-solving y backwards is unstable whatever the method,
+so use ``Backsolve(state="stored", norm="rms")``: y comes from the forward dense output, and the RMS norm
+makes the backward steps resolve the integrand ``a^T ∂f/∂θ`` through y's fast transients (the seminorm, and
+``Quadrature(state="stored")``, whose nodes sit in steps chosen from ``a`` alone, do not see them and lose
+accuracy there; they are exact to tolerance when y has no fast transient).
 """
 
 from __future__ import annotations
