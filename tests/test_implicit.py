@@ -385,3 +385,18 @@ def test_torchdiffeq_dropin_is_the_fixed_grid_method(name):
             y = y * np.array([R(h * l) for l in lam]) ** n
             expected.append(y)
         np.testing.assert_allclose(ys.numpy(), np.array(expected), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("norm", ["seminorm", "rms"])
+def test_stored_backsolve_with_explicit_method(norm):
+    """Backsolve(state='stored') reads y from the forward dense output for explicit methods too."""
+    from problems import linear_exact_loss, linear_problem
+
+    A, y0, t, w = linear_problem()
+    gA, gy0 = torch.autograd.grad(linear_exact_loss(A, y0, t, w), (A, y0))
+    ys = pyjode.odeint(lambda t, y: y @ A.T, y0, t, method="dopri5", rtol=1e-10, atol=1e-12,
+                       adjoint=pyjode.Backsolve(state="stored", norm=norm), adjoint_params=[A])
+    hA, hy0 = torch.autograd.grad((ys * w).sum(), (A, y0))
+    assert rel_error(hA, gA) < 1e-7 and rel_error(hy0, gy0) < 1e-7
+    with pytest.raises(ValueError, match="state must be 'resolve' or 'stored'"):
+        pyjode.Backsolve(state="dense")
