@@ -8,6 +8,7 @@ from .adjoints.quadrature import Quadrature
 from .adjoints.reversible import ReversibleAdjoint
 from .errors import BadStartError, DoubleBackwardError, SolveError
 from .events import odeint_event
+from .implicit import Implicit
 from .neural_ode import NeuralODE
 from .norms import PartsNorm, max_norm, rms_norm
 from .odeint import odeint
@@ -36,6 +37,7 @@ __all__ = [
     "Direct",
     "DoubleBackwardError",
     "fit_midpoint",
+    "Implicit",
     "julia_available",
     "JuliaUnavailableError",
     "JuliaUnsupportedError",

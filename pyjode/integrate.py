@@ -89,6 +89,9 @@ def integrate(stepper: Stepper, func: Callable, y0: torch.Tensor, ts: Sequence[f
     counter = counter if counter is not None else Counter()
     field = CheckedField(func, counter) if check_field else CountingField(func, counter)
     ts = [float(t) for t in ts]
+    prepare = getattr(stepper, "prepare", None)
+    if prepare is not None:  # steppers with inner iterations (implicit methods) take the tolerances
+        prepare(control)
     if stepper.adaptive:
         return adaptive_loop(stepper, field, y0, ts, control, counter, on_step, keep_times)
     grid, is_output = fixed_grid(ts, control)

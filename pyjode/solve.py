@@ -19,7 +19,7 @@ from .step_callbacks import StepCallbacks
 from .step_control import StepControl
 from .step_size import PIController
 from .trajectory import TrajectoryRecorder
-from .tableau import ButcherTableau, get_tableau
+from .tableau import ADAPTIVE, FIXED_STEP, TABLEAUS, ButcherTableau, get_tableau
 
 __all__ = ["solve"]
 
@@ -58,7 +58,10 @@ def solve(
         t: 1-D, strictly increasing or strictly decreasing output times; ``t[0]`` is the initial time.
         method: fixed-step ``"euler" "midpoint" "heun" "heun2" "heun3" "rk4"``, adaptive ``"adaptive_heun"
             "fehlberg2" "bosh3" "dopri5" "tsit5" "dopri8"``, a :class:`pyjode.ButcherTableau`,
-            ``pyjode.Reversible(base)``, ``pyjode.Adams(...)`` or ``pyjode.ScipySolver(...)``.
+            ``pyjode.Reversible(base)``, ``pyjode.Adams(...)`` or ``pyjode.ScipySolver(...)``; for stiff
+            problems the implicit ``"kvaerno3" "kvaerno4" "kvaerno5" "radauIIA5"`` (adaptive),
+            ``"implicit_euler" "implicit_midpoint" "trapezoid" "radauIIA3" "gl4" "gl6" "sdirk2" "trbdf2"``
+            (fixed-step), or ``pyjode.Implicit(name, jacobian="batch")``.
         rtol, atol: relative and absolute tolerances of adaptive methods.
         step_size: step of fixed-step methods (each output interval is split into equal steps no
             longer than this; without it a fixed-step method steps from output time to output time,
@@ -237,6 +240,16 @@ def _check_tolerances(rtol, atol):
 
 
 def _resolve_method(method, step_size):
+    from .implicit import Implicit, IMPLICIT_METHODS
+
+    if isinstance(method, str) and method in IMPLICIT_METHODS:
+        method = Implicit(method)
+    if isinstance(method, Implicit):  # a fixed-step one without step_size steps on the output times
+        return method
+    if isinstance(method, str) and method not in TABLEAUS:
+        raise ValueError(f"method={method!r} is not known; choose one of fixed-step {list(FIXED_STEP)} (with step_size, "
+                         f"or stepping on the output times), adaptive {list(ADAPTIVE)}, implicit (stiff) {list(IMPLICIT_METHODS)}, a "
+                         f"pyjode.ButcherTableau, pyjode.Implicit(...) or pyjode.Reversible(base)")
     if isinstance(method, (str, ButcherTableau)):
         return get_tableau(method)
     if hasattr(method, "stepper") or hasattr(method, "run"):

@@ -26,6 +26,7 @@ from .scipy_solver import ScipySolver
 from .solve import solve
 from .step_size import PIController
 from .norms import PartsNorm
+from .implicit import Implicit
 
 __all__ = ["odeint", "odeint_adjoint", "odeint_event"]
 
@@ -39,7 +40,7 @@ _ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "safety", "ifactor", 
 _FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp", "norm")
 _SCIPY_OPTIONS = ("solver", "min_step", "max_step", "first_step", "norm")
 _ADAMS_OPTIONS = _FIXED_OPTIONS + ("max_order", "max_iters")
-_ALL = _ADAPTIVE + tuple(_FIXED) + tuple(_ADAMS) + ("scipy_solver",)
+_ALL = _ADAPTIVE + tuple(_FIXED) + tuple(_ADAMS) + _IMPLICIT + ("scipy_solver",)
 
 
 def _options_for(method):
@@ -47,7 +48,7 @@ def _options_for(method):
         return _SCIPY_OPTIONS
     if method in _ADAMS:
         return _ADAMS_OPTIONS
-    return _FIXED_OPTIONS if method in _FIXED else _ADAPTIVE_OPTIONS
+    return _FIXED_OPTIONS if method in _FIXED or method in _IMPLICIT else _ADAPTIVE_OPTIONS
 
 
 def _method(method, options, rtol=1e-7, atol=1e-9):
@@ -61,9 +62,8 @@ def _method(method, options, rtol=1e-7, atol=1e-9):
         return _FIXED[method]
     if method == "scipy_solver":
         return ScipySolver(options.get("solver", "LSODA"))
-    if method in _IMPLICIT:
-        raise ValueError(f"method={method!r} is not available in pyjode.torchdiffeq yet; choose one of "
-                         f"{sorted(_ALL)}")
+    if method in _IMPLICIT:  # fixed-grid in torchdiffeq, so fixed-step here (on t without step_size)
+        return Implicit(method, adaptive=False)
     raise ValueError(f"method={method!r} is not known; choose one of {sorted(_ALL)}")
 
 

@@ -20,6 +20,7 @@ from ..errors import SolveError, refuse_double_backward
 from ..integrate import Counter
 from ..start_checks import backward_failure
 from .backward_checks import all_finite, check_no_captured_tensors, nonfinite_gradient
+from ..newton import adjoint_jacobian
 from .base import GradientMethod, SolveSpec, record_backward, record_forward, run_method
 
 
@@ -48,6 +49,19 @@ class ForwardRecord:
     trajectory: Any = None  # a pyjode.trajectory.DenseTrajectory when the forward steps are kept
 
 
+def stored_forward_solve(spec: SolveSpec, counter: Counter):
+    """The forward solve of a continuous adjoint that keeps its accepted steps: the outputs and a
+    :class:`ForwardRecord` whose trajectory gives y(t) by the forward method's own dense output."""
+    from ..trajectory import TrajectoryRecorder
+
+    recorder = TrajectoryRecorder()
+    ys = run_method(spec.method, spec.func, spec.y0, spec.ts, spec.control, counter=counter, on_step=recorder).ys
+    if spec.method.interp is None:
+        counter.nfe += 1  # Hermite interpolation needs f at the final time
+    first_step = max(abs(h) for h in recorder.h[-2:]) if recorder.h else None
+    return ys, ForwardRecord(first_step, recorder.finish(spec.func, spec.ts[-1], ys[-1]))
+
+
 def state_vjp_field(func, shape):
     """The [y, a] system  y' = f(t, y),  a' = -(∂f/∂y)^T a  on a flat state; no parameter VJP is taken."""
     n = int(torch.Size(shape).numel())
@@ -62,6 +76,7 @@ def state_vjp_field(func, shape):
             vjp = torch.zeros_like(a)
         return torch.cat([f.detach().reshape(-1), vjp.reshape(-1)])
 
+    field.newton_blocks = adjoint_jacobian(func, shape, 0)  # for an implicit backward method
     return field
 
 
@@ -173,6 +188,7 @@ class ContinuousAdjoint(GradientMethod):
             if v is not None and (not isinstance(v, (int, float)) or v < 0):
                 raise ValueError(f"{name} must be a non-negative number or None, got {v!r}")
         self.rtol, self.atol, self.method = rtol, atol, method
+        self._implicit = None  # the Implicit object of a backward method given by name
 
     def check_method(self, method) -> None:
         from ..scipy_solver import ScipySolver
@@ -182,16 +198,28 @@ class ContinuousAdjoint(GradientMethod):
 
         if isinstance(method, (ScipySolver, Adams)) and self.name == "backsolve":
             return
-        if not isinstance(method, ButcherTableau):
+        # an implicit method's stepper solves the (equally stiff) adjoint system too
+        if not isinstance(method, ButcherTableau) and not getattr(method, "implicit", False):
             raise ValueError(
-                f"adjoint={self.name!r} needs an explicit Runge–Kutta method (a name or ButcherTableau), got "
+                f"adjoint={self.name!r} needs a Runge–Kutta method (a name, ButcherTableau or pyjode.Implicit), got "
                 f"{method!r}; for pyjode.Reversible use adjoint='reversible'"
             )
 
     def backward_tableau(self, spec: SolveSpec):
+        from ..implicit import IMPLICIT_METHODS, Implicit
         from ..tableau import get_tableau
 
-        return spec.method if self.method is None else get_tableau(self.method)
+        if self.method is None:
+            return spec.method
+        if getattr(self.method, "implicit", False):
+            return self.method
+        if isinstance(self.method, str) and self.method in IMPLICIT_METHODS:
+            # the forward method's Jacobian mode when it is implicit too
+            jacobian = getattr(spec.method, "jacobian", "full")
+            if self._implicit is None or self._implicit.name != self.method or self._implicit.jacobian != jacobian:
+                self._implicit = Implicit(self.method, jacobian=jacobian)
+            return self._implicit
+        return get_tableau(self.method)
 
     def backward_control(self, spec: SolveSpec, norm=None, first_step=None):
         """The forward solve's control with this adjoint's tolerances, norm and first-step guess: options

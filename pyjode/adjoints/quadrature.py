@@ -14,13 +14,14 @@ import numpy as np
 import torch
 
 from ..integrate import Counter
+from ..newton import adjoint_jacobian
 from ..norms import PartsNorm
 from ..tableau import ButcherTableau
-from ..trajectory import TrajectoryRecorder, hermite_pseudo_interp
+from ..trajectory import hermite_pseudo_interp
 from .backward_checks import all_finite, nonfinite_gradient
 from .base import SolveSpec, run_method
-from .continuous import (ContinuousAdjoint, ForwardRecord, interval_pairs, state_vjp_field, vjp_or_none,
-                         weighted_param_vjp)
+from .continuous import (ContinuousAdjoint, ForwardRecord, interval_pairs, state_vjp_field, stored_forward_solve,
+                         vjp_or_none, weighted_param_vjp)
 
 
 def default_nodes_per_step(tableau: ButcherTableau) -> int:
@@ -95,13 +96,7 @@ class Quadrature(ContinuousAdjoint):
     def forward_solve(self, spec: SolveSpec, counter: Counter):
         if self.state == "resolve":
             return super().forward_solve(spec, counter)
-        recorder = TrajectoryRecorder()
-        ys = run_method(spec.method, spec.func, spec.y0, spec.ts, spec.control, counter=counter,
-                        on_step=recorder).ys
-        if spec.method.interp is None:
-            counter.nfe += 1  # Hermite interpolation needs f at the final time
-        first_step = max(abs(h) for h in recorder.h[-2:]) if recorder.h else None
-        return ys, ForwardRecord(first_step, recorder.finish(spec.func, spec.ts[-1], ys[-1]))
+        return stored_forward_solve(spec, counter)
 
     def backward_solve(self, spec: SolveSpec, ys, grad_ys, record: ForwardRecord, counter: Counter):
         func, params, shape = spec.func, spec.params, spec.y0.shape
@@ -135,6 +130,7 @@ class Quadrature(ContinuousAdjoint):
                     (vjp,) = vjp_or_none(f, (y,), -a.view(shape))
                 return torch.zeros_like(a) if vjp is None else vjp.reshape(-1)
 
+            field.newton_blocks = adjoint_jacobian(func, shape, 0, y_of_t=trajectory)
             norm = None
         else:
             field = state_vjp_field(func, shape)

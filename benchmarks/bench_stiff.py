@@ -1,0 +1,165 @@
+"""Stiff problems: pyjode's implicit solvers against scipy's Radau and BDF.
+
+* Robertson's chemical kinetics on [0, 1e5] (y0 = (1, 0, 0)), rtol = 1e-6, atol = 1e-10;
+* Van der Pol with mu = 1000 on [0, 3000] (y0 = (2, 0)), rtol = 1e-6, atol = 1e-6;
+* a batch of 256 Van der Pol problems with mu spread over [900, 1000] (``--mu-range``), one pyjode solve of
+  the (256, 2) state with per-sample Jacobians (``jacobian="batch"``) against scipy solving the 256 problems
+  one by one. The batch shares one step size, so it steps as finely as the problem that is jumping at any
+  time needs: with mu spread over [100, 1000] the jumps of some problem cover most of [0, 3000].
+
+Each solve is float64 under ``torch.no_grad()``, one intra-op thread, timed as the median of interleaved
+repeats. Reported beside the time: accepted steps, Jacobian evaluations, vector-field evaluations (scipy:
+``nfev``, which for Radau/BDF includes the finite-difference Jacobian unless one is given; here scipy gets the
+analytic Jacobian, as pyjode gets an exact one from autodiff) and the error at the final time, as
+max_i |y_i - ref_i| / max(|ref_i|, floor), against scipy's Radau at rtol = 1e-11 (floor 1e-8 for Robertson,
+1e-3 for Van der Pol). The installed torchdiffeq (0.2.x) has no implicit solvers, so it is not compared.
+
+    python -m benchmarks.bench_stiff [--quick] [--repeats 3]
+    python -m benchmarks.bench_stiff --batch-only [--mu-range 900 1000] [--span 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+
+import numpy as np
+import torch
+from scipy.integrate import solve_ivp
+
+import pyjode
+from benchmarks._timing import interleaved
+
+F64 = torch.float64
+
+
+def robertson_torch(t, y):
+    y1, y2, y3 = y[..., 0], y[..., 1], y[..., 2]
+    return torch.stack([-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 ** 2, 3e7 * y2 ** 2], -1)
+
+
+def robertson_np(t, y):
+    return [-0.04 * y[0] + 1e4 * y[1] * y[2], 0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2, 3e7 * y[1] ** 2]
+
+
+def robertson_jac(t, y):
+    return [[-0.04, 1e4 * y[2], 1e4 * y[1]],
+            [0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]],
+            [0.0, 6e7 * y[1], 0.0]]
+
+
+class VdP:
+    """x' = v, v' = mu (1 - x^2) v - x, for a scalar mu or a batch of them (mu of shape (B,))."""
+
+    def __init__(self, mu):
+        self.mu = mu
+
+    def __call__(self, t, y):
+        x, v = y[..., 0], y[..., 1]
+        return torch.stack([v, self.mu * (1 - x ** 2) * v - x], -1)
+
+    def np(self, mu):
+        return (lambda t, y: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]],
+                lambda t, y: [[0.0, 1.0], [-2 * mu * y[0] * y[1] - 1, mu * (1 - y[0] ** 2)]])
+
+
+def scipy_solve(f, jac, y0, T, method, rtol, atol):
+    r = solve_ivp(f, (0.0, T), y0, method=method, rtol=rtol, atol=atol, jac=jac)
+    if not r.success:
+        raise RuntimeError(r.message)
+    return r.y[:, -1], len(r.t) - 1, r.njev, r.nfev
+
+
+def error(y, ref, floor):
+    y, ref = np.asarray(y, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    return float(np.max(np.abs(y - ref) / np.maximum(np.abs(ref), floor)))
+
+
+def pyjode_runner(func, y0, T, name, rtol, atol, jacobian):
+    out = {}
+
+    def run():
+        method = pyjode.Implicit(name, jacobian=jacobian)
+        stats = pyjode.Stats()
+        with torch.no_grad():
+            ys = pyjode.odeint(func, y0, torch.tensor([0.0, T], dtype=F64), method=method, rtol=rtol, atol=atol,
+                               stats=stats, max_steps=10 ** 6)
+        out.update(y=ys[-1].numpy(), steps=stats.steps_forward, jac=method.stats.jacobians, nfe=stats.nfe_forward)
+    return run, out
+
+
+def single(label, func, f_np, jac_np, y0, T, rtol, atol, floor, repeats):
+    ref = scipy_solve(f_np, jac_np, y0, T, "Radau", 1e-11, atol * 1e-4)[0]
+    runners, outs = {}, {}
+    for name in ("kvaerno5", "radauIIA5"):
+        runners[f"pyjode {name}"], outs[f"pyjode {name}"] = pyjode_runner(func, torch.tensor(y0, dtype=F64), T, name,
+                                                                           rtol, atol, "full")
+    for m in ("Radau", "BDF"):
+        out = {}
+
+        def run(m=m, out=out):
+            y, steps, njev, nfev = scipy_solve(f_np, jac_np, y0, T, m, rtol, atol)
+            out.update(y=y, steps=steps, jac=njev, nfe=nfev)
+        runners[f"scipy {m}"], outs[f"scipy {m}"] = run, out
+    times = interleaved(runners, repeats=repeats, warmup=1)
+    report(label, times, outs, ref, floor, "scipy Radau")
+
+
+def batch(repeats, n=256, T=3000.0, rtol=1e-6, atol=1e-6, mu_range=(900.0, 1000.0)):
+    mus = np.linspace(*mu_range, n)
+    mu_t = torch.tensor(mus, dtype=F64)
+    y0 = torch.tensor([[2.0, 0.0]] * n, dtype=F64)
+    refs = np.stack([scipy_solve(*VdP(None).np(mu), [2.0, 0.0], T, "Radau", 1e-11, 1e-10)[0] for mu in mus])
+    runners, outs = {}, {}
+    for name in ("kvaerno5", "radauIIA5"):
+        runners[f"pyjode {name}"], outs[f"pyjode {name}"] = pyjode_runner(VdP(mu_t), y0, T, name, rtol, atol, "batch")
+    for m in ("Radau", "BDF"):
+        out = {}
+
+        def run(m=m, out=out):
+            res = [scipy_solve(*VdP(None).np(mu), [2.0, 0.0], T, m, rtol, atol) for mu in mus]
+            out.update(y=np.stack([r[0] for r in res]), steps=sum(r[1] for r in res), jac=sum(r[2] for r in res),
+                       nfe=sum(r[3] for r in res))
+        runners[f"scipy {m}"], outs[f"scipy {m}"] = run, out
+    # each candidate runs for minutes: no warm-up call (the single-problem runs above warmed everything up)
+    times = interleaved(runners, repeats=repeats, warmup=0)
+    report(f"{n} Van der Pol problems, mu in [{mu_range[0]:g}, {mu_range[1]:g}], [0, {T:g}], rtol={rtol:g}, "
+           f"atol={atol:g}", times, outs, refs, 1e-3, "scipy Radau")
+
+
+def report(label, times, outs, ref, floor, baseline):
+    print(f"\n### {label}\n")
+    print("| solver | time (s) | time / scipy Radau | steps | Jacobians | f evals | error at T |")
+    print("|---|---|---|---|---|---|---|")
+    for name, t in times.items():
+        o = outs[name]
+        print(f"| {name} | {t:.3f} | {t / times[baseline]:.2f} | {o['steps']} | {o['jac']} | {o['nfe']} | "
+              f"{error(o['y'], ref, floor):.1e} |")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="single problems only")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-only", action="store_true", help="only the batch of 256, one repeat")
+    parser.add_argument("--mu-range", type=float, nargs=2, default=(900.0, 1000.0))
+    parser.add_argument("--span", type=float, default=3000.0, help="end time of the batch solve")
+    args = parser.parse_args()
+    if args.batch_only:
+        torch.set_num_threads(1)
+        batch(1, T=args.span, mu_range=tuple(args.mu_range))
+        return
+    torch.set_num_threads(1)
+    repeats = args.repeats
+    print(f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} thread, repeats={repeats}")
+    single("Robertson, [0, 1e5], rtol=1e-6, atol=1e-10", robertson_torch, robertson_np, robertson_jac,
+           [1.0, 0.0, 0.0], 1e5, 1e-6, 1e-10, 1e-8, repeats)
+    f_np, jac_np = VdP(None).np(1000.0)
+    single("Van der Pol mu=1000, [0, 3000], rtol=1e-6, atol=1e-6", VdP(1000.0), f_np, jac_np, [2.0, 0.0], 3000.0,
+           1e-6, 1e-6, 1e-3, repeats)
+    if not args.quick:
+        batch(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Jacobians and the linear algebra of the simplified Newton iteration of implicit Runge–Kutta methods.
+
+The stage equations of a step of size ``h`` are solved by the simplified Newton iteration (Hairer & Wanner,
+*Solving ODEs II*, §IV.8): with one Jacobian ``J ≈ ∂f/∂y`` held fixed,
+
+* a diagonally implicit stage ``z = base + h g f(z)`` iterates ``(I - h g J) dz = base + h g f(z) - z``;
+* a fully implicit method's stage increments ``W = Z - y`` iterate
+  ``(I - h A ⊗ J) dW = -W + h (A ⊗ I) F(y + W)``.
+
+The matrices are LU-factorised once per step size and Jacobian (``torch.linalg.lu_factor``) and reused by
+every iteration and every stage with the same diagonal entry.
+
+**Jacobian structure.** A Jacobian is a list of blocks ``(start, stop, J)`` along the flat state: ``J`` is
+``(B, d, d)`` for ``B`` independent samples of ``d`` elements each (``B = 1`` for a full Jacobian), or
+``None`` for a part whose equations do not depend on it (identity Newton matrix). The continuous
+adjoints' augmented systems ``[y, a, a_θ]`` give ``[(J), (-J^T), None]`` this way (see
+:func:`adjoint_jacobian`): the Newton matrix drops the second-derivative coupling, which only slows the
+iteration's convergence, never changes what it converges to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+
+Blocks = List[Tuple[int, int, Optional[torch.Tensor]]]
+
+JACOBIAN_MODES = ("full", "batch")
+
+
+@dataclass
+class NewtonStats:
+    """Work of the implicit solves run with one method object (accumulated over solves)."""
+
+    jacobians: int = 0
+    factorizations: int = 0
+    newton_iterations: int = 0
+    newton_failures: int = 0
+
+
+def field_jacobian(func: Callable, t: torch.Tensor, y: torch.Tensor, mode: str) -> torch.Tensor:
+    """∂f/∂y at ``(t, y)``, without a graph.
+
+    ``mode="full"``: the whole ``(1, n, n)`` Jacobian of the flattened state. ``mode="batch"``: the
+    per-sample ``(B, d, d)`` Jacobians of a field whose samples (along ``y``'s first dimension) are
+    independent, from one reverse-mode Jacobian of ``sum_b f(t, y)_b`` (``torch.func.jacrev``): ``d``
+    vector-Jacobian products, whatever ``B``. A field that ``torch.func`` cannot trace falls back to the
+    same products taken one at a time with ``torch.autograd.grad``.
+    """
+    y = y.detach()
+    shape = y.shape
+    n = y.numel()
+    if mode == "batch" and y.dim() >= 2:
+        B, d = shape[0], n // shape[0]
+
+        def g(z):
+            return func(t, z).sum(0).reshape(-1)
+    else:
+        B, d = 1, n
+
+        def g(z):
+            return func(t, z.view(shape)).reshape(-1)
+
+    z0 = y if B > 1 else y.reshape(-1)
+    with torch.no_grad():
+        try:
+            J = torch.func.jacrev(g)(z0)
+        except Exception:  # noqa: BLE001 - a field torch.func cannot trace: one VJP per output element
+            J = _jacobian_by_vjps(g, z0)
+    # J[i, b, k] = ∂f_{b,i}/∂y_{b,k}
+    return J.reshape(d, B, d).permute(1, 0, 2).contiguous()
+
+
+def _jacobian_by_vjps(g, z0):
+    with torch.enable_grad():
+        z = z0.detach().requires_grad_(True)
+        out = g(z)
+        rows = []
+        for i in range(out.numel()):
+            (row,) = torch.autograd.grad(out[i], z, retain_graph=i < out.numel() - 1, allow_unused=True)
+            rows.append(torch.zeros_like(z) if row is None else row)
+    return torch.stack(rows).detach()
+
+
+def find_blocks_hook(field):
+    """The ``newton_blocks`` of a field (set by the continuous adjoints on their augmented systems),
+    looking through the loop's counting and checking wrappers; ``None`` for an ordinary field."""
+    from .integrate import CheckedField, CountingField
+
+    f = field
+    while True:
+        hook = getattr(f, "newton_blocks", None)
+        if hook is not None:
+            return hook
+        if isinstance(f, (CountingField, CheckedField)):
+            f = f.func
+        else:
+            return None
+
+
+def adjoint_jacobian(func: Callable, shape, n_extra: int, y_of_t: Optional[Callable] = None):
+    """``newton_blocks`` for a continuous adjoint's backward field.
+
+    With ``y_of_t`` None the state is ``[y, a, rest]`` (``rest`` of ``n_extra`` elements, an integral such
+    as a_θ that feeds nothing back) with y' = f, a' = -J^T a; otherwise the state is ``[a, rest]`` and y
+    is read from ``y_of_t(t)``.
+    """
+    n = int(torch.Size(shape).numel())
+
+    def blocks(t, s, mode: str) -> Blocks:
+        if y_of_t is None:
+            J = field_jacobian(func, t, s[:n].view(shape), mode)
+            out = [(0, n, J), (n, 2 * n, -J.transpose(1, 2))]
+            if n_extra:
+                out.append((2 * n, 2 * n + n_extra, None))
+            return out
+        J = field_jacobian(func, t, y_of_t(t).reshape(shape), mode)
+        return [(0, n, -J.transpose(1, 2))] + ([(n, n + n_extra, None)] if n_extra else [])
+
+    return blocks
+
+
+def _eye(m: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.eye(m, dtype=like.dtype, device=like.device)
+
+
+def factor_dirk(blocks: Blocks, hg: float, stats: NewtonStats):
+    """LU factors of ``I - hg J`` per block."""
+    out = []
+    for start, stop, J in blocks:
+        if J is None:
+            out.append((start, stop, None))
+        else:
+            out.append((start, stop, torch.linalg.lu_factor(_eye(J.shape[-1], J) - hg * J)))
+    stats.factorizations += 1
+    return out
+
+
+def solve_dirk(factors, r: torch.Tensor) -> torch.Tensor:
+    """``(I - hg J)^{-1} r`` for a flat ``r`` (differentiable in ``r``)."""
+    pieces = []
+    for start, stop, F in factors:
+        piece = r[start:stop]
+        if F is not None:
+            LU, piv = F
+            piece = torch.linalg.lu_solve(LU, piv, piece.reshape(LU.shape[0], -1, 1)).reshape(-1)
+        pieces.append(piece)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+
+def firk_matrix(A: torch.Tensor, h: float, Js: torch.Tensor) -> torch.Tensor:
+    """``I - h [a_ij J_j]`` as ``(B, s d, s d)`` from stage Jacobians ``Js`` of shape ``(B, s, d, d)``
+    (the same ``J`` repeated for the simplified iteration; each stage's own at the converged stages)."""
+    B, s, d, _ = Js.shape
+    # M[b, i, p, j, q] = a_ij J_j[b, p, q]
+    M = A[None, :, None, :, None] * Js.permute(0, 2, 1, 3)[:, None, :, :, :]
+    return _eye(s * d, Js) - h * M.reshape(B, s * d, s * d)
+
+
+def factor_firk(blocks: Blocks, A: torch.Tensor, h: float, stats: NewtonStats, per_stage=None):
+    """LU factors of ``I - h A ⊗ J`` per block (``per_stage[k]``: that block's ``(B, s, d, d)`` stage
+    Jacobians, when they differ between stages)."""
+    s = A.shape[0]
+    out = []
+    for k, (start, stop, J) in enumerate(blocks):
+        if J is None:
+            out.append((start, stop, None))
+            continue
+        Js = per_stage[k] if per_stage is not None else J.unsqueeze(1).expand(-1, s, -1, -1)
+        out.append((start, stop, torch.linalg.lu_factor(firk_matrix(A, h, Js))))
+    stats.factorizations += 1
+    return out
+
+
+def solve_firk(factors, R: torch.Tensor) -> torch.Tensor:
+    """``(I - h A ⊗ J)^{-1} R`` for stage residuals ``R`` of shape ``(s, n)`` (differentiable in ``R``)."""
+    s = R.shape[0]
+    pieces = []
+    for start, stop, F in factors:
+        piece = R[:, start:stop]
+        if F is not None:
+            LU, piv = F
+            B = LU.shape[0]
+            x = piece.reshape(s, B, -1).transpose(0, 1).reshape(B, -1, 1)
+            piece = torch.linalg.lu_solve(LU, piv, x).reshape(B, s, -1).transpose(0, 1).reshape(s, -1)
+        pieces.append(piece)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+
+
+def stage_jacobians(blocks_at: Sequence[Blocks]) -> list:
+    """Per block, the ``(B, s, d, d)`` stack of the stages' Jacobians (``None`` blocks stay ``None``)."""
+    out = []
+    for k in range(len(blocks_at[0])):
+        Js = [b[k][2] for b in blocks_at]
+        out.append(None if Js[0] is None else torch.stack(Js, dim=1))
+    return out
