@@ -2,6 +2,7 @@
 
 from ._julia import JuliaUnavailableError, JuliaUnsupportedError, julia_available
 from .adjoints.backsolve import Backsolve
+from .adjoints.checkpointed import Checkpointed
 from .adjoints.direct import Direct
 from .adjoints.quadrature import Quadrature
 from .adjoints.reversible import ReversibleAdjoint
@@ -24,6 +25,7 @@ __all__ = [
     "Backsolve",
     "BrownianPath",
     "ButcherTableau",
+    "Checkpointed",
     "CosineNoise",
     "Direct",
     "fit_midpoint",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import GradientMethod
 from .backsolve import Backsolve
+from .checkpointed import Checkpointed
 from .direct import Direct
 from .quadrature import Quadrature
 from .reversible import ReversibleAdjoint
@@ -12,6 +13,7 @@ from .reversible import ReversibleAdjoint
 _BY_NAME = {
     "direct": Direct,
     "backsolve": Backsolve,
+    "checkpointed": Checkpointed,
     "quadrature": Quadrature,
     "reversible": ReversibleAdjoint,
 }
