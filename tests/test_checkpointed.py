@@ -9,6 +9,7 @@ import torch
 import pyjode
 from pyjode.tableau import TABLEAUS
 
+from memory_meter import LiveSaved
 from problems import F64, MLP, cos_growth, linear_exact_loss, linear_problem, rel_error
 
 
@@ -125,34 +126,6 @@ def test_accumulates_into_grad_and_without_autograd():
     assert not ys_n.requires_grad and torch.equal(ys_n, ys.detach())
 
 
-class _LiveSaved:
-    """Bytes of the tensors that autograd graphs hold for their backward pass, live now and at peak.
-    (Custom functions' save_for_backward goes through the same hooks.)"""
-
-    def __init__(self):
-        self.live = self.peak = 0
-
-    def pack(self, x):
-        return _Held(self, x)
-
-    @staticmethod
-    def unpack(held):
-        return held.x
-
-    def hooks(self):
-        return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
-
-
-class _Held:
-    def __init__(self, meter, x):
-        self.meter, self.x, self.n = meter, x, x.numel() * x.element_size()
-        meter.live += self.n
-        meter.peak = max(meter.peak, meter.live)
-
-    def __del__(self):
-        self.meter.live -= self.n
-
-
 def test_memory_is_states_and_one_step():
     """Peak bytes held for backward, over the forward and backward passes, against one step's activations."""
     torch.manual_seed(0)
@@ -164,7 +137,7 @@ def test_memory_is_states_and_one_step():
     state_bytes = y0.numel() * 8
 
     def peak(adjoint, **kw):
-        meter, stats = _LiveSaved(), pyjode.Stats()
+        meter, stats = LiveSaved(), pyjode.Stats()
         with meter.hooks():
             ys = pyjode.odeint(field, y0, t, adjoint=adjoint, adjoint_params=params, stats=stats, **kw)
             torch.autograd.grad(ys.sum(), (y0, *params))
