@@ -1,6 +1,7 @@
 """pyjode: fast, memory-cheap training of neural ODEs and SDEs from PyTorch."""
 
 from ._julia import JuliaUnavailableError, JuliaUnsupportedError, julia_available
+from .adjoints.auto import Auto
 from .adjoints.backsolve import Backsolve
 from .adjoints.checkpointed import Checkpointed
 from .adjoints.direct import Direct
@@ -22,6 +23,7 @@ from .taylor_mode import taylor_coefficients
 __version__ = "0.1.0"
 
 __all__ = [
+    "Auto",
     "Backsolve",
     "BrownianPath",
     "ButcherTableau",

@@ -56,8 +56,9 @@ def solve(
         max_steps: cap on attempted steps, after which a ``RuntimeError`` is raised
             (default 100 000 for adaptive methods).
         adjoint: how gradients are computed: ``"direct"`` (backprop through the solver),
-            ``"backsolve"``, ``"quadrature"``, ``"reversible"``, or an instance such as
-            ``pyjode.Quadrature(...)``.
+            ``"checkpointed"`` (the same gradient from stored states, one step recomputed at a time),
+            ``"backsolve"``, ``"quadrature"``, ``"reversible"``, ``"auto"`` (the fastest that fits a memory
+            budget, see :class:`pyjode.Auto`), or an instance such as ``pyjode.Quadrature(...)``.
         adjoint_params: the tensors whose gradients continuous adjoints compute; defaults to
             ``func.parameters()`` when ``func`` is an ``nn.Module``.
         backend: ``"torch"`` (default), ``"julia"`` or ``"auto"`` (Julia when available).

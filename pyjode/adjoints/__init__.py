@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import GradientMethod
+from .auto import Auto
 from .backsolve import Backsolve
 from .checkpointed import Checkpointed
 from .direct import Direct
@@ -12,6 +13,7 @@ from .reversible import ReversibleAdjoint
 # Strings select each method with its defaults.
 _BY_NAME = {
     "direct": Direct,
+    "auto": Auto,
     "backsolve": Backsolve,
     "checkpointed": Checkpointed,
     "quadrature": Quadrature,
