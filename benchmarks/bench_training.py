@@ -26,8 +26,8 @@ Figures, per workload and method, all from the same weights and batch:
 * time per gradient (forward + loss + backward): median of interleaved repeats;
 * forward and backward NFE (torchdiffeq: calls of the field, counted; pyjode: ``Stats``);
 * the gradient's relative L2 error against torchdiffeq's direct backprop (same tolerances);
-* the peak memory of one gradient in a fresh process: the growth of the peak resident set size over the
-  resident set after building the model and evaluating it once, under ``MALLOC_MMAP_THRESHOLD_=65536``
+* the peak memory of one gradient in a fresh process: the growth of the peak resident set (VmHWM) over
+  the resident set after building the model and taking one evaluation's gradient, under ``MALLOC_MMAP_THRESHOLD_=65536``
   (large blocks are returned when freed, so the peak tracks live memory; see ``bench_adjoint_memory``);
 * training: ``--iters`` Adam steps from the same initial weights with the same batches and probes; the
   final loss (mean of the last 5) and the largest relative gap of the loss curve to torchdiffeq direct.
@@ -54,7 +54,7 @@ from torch import nn
 import pyjode
 
 from ._timing import interleaved
-from .bench_adjoint_memory import _current_rss_mb, _reset_peak, _rss_mb
+from .bench_adjoint_memory import _current_rss_mb, _reset_peak
 from .bench_adjoint_wide_mlp import WideMLP
 
 WORKLOADS = ("cnf_trained", "cnf_checkerboard", "latent_ode", "wide_mlp_1m", "wide_mlp_9m")
@@ -242,6 +242,8 @@ class Method:
         self.name, self.stats, self.counted, self.auto = name, None, None, None
         if name == "pj auto":
             self.auto = pyjode.Auto()
+        elif name.startswith("pj auto@"):  # "pj auto@BYTES": a set memory budget
+            self.auto = pyjode.Auto(memory_budget=int(name.split("@")[1]))
 
     def __call__(self, func, y0, t, rtol, atol):
         kw = dict(method="dopri5", rtol=rtol, atol=atol)
@@ -252,8 +254,8 @@ class Method:
             options = dict(norm="seminorm") if self.name.endswith("seminorm") else None
             return torchdiffeq.odeint_adjoint(self.counted, y0, t, adjoint_params=tuple(func.parameters()),
                                               adjoint_options=options, **kw)
-        adjoint = {"pj direct": "direct", "pj checkpointed": "checkpointed", "pj quadrature": pyjode.Quadrature(),
-                   "pj backsolve": pyjode.Backsolve(), "pj auto": self.auto}[self.name]
+        adjoint = self.auto or {"pj direct": "direct", "pj checkpointed": "checkpointed",
+                                "pj quadrature": pyjode.Quadrature(), "pj backsolve": pyjode.Backsolve()}[self.name]
         self.stats = pyjode.Stats()
         return pyjode.odeint(func, y0, t, adjoint=adjoint, stats=self.stats, **kw)
 
@@ -306,7 +308,18 @@ def probe(workload: str, method: str, weights: str) -> dict:
     _reset_peak()
     base = _current_rss_mb()
     m.gradient(work, batch)
-    return dict(peak_mb=_rss_mb() - base, choice=m.choice)
+    return dict(peak_mb=_peak_rss_mb() - base, choice=m.choice)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM), which ``_reset_peak`` resets. Not ``ru_maxrss``: across
+    ``exec`` the kernel carries the parent's resident set over into it, so a child of a large process
+    would report the parent's size."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _field_input(work, batch):
@@ -359,13 +372,20 @@ def bench(name: str, args, tmp: str) -> None:
         g = flat_grad(work.model)
         ref = g if n == "td direct" else ref
         info[n] = dict(loss=loss, nfe_f=nf, nfe_b=nb, err=float((g - ref).norm() / ref.norm()))
-    for n, m in methods.items():  # auto's choice once it knows the steps
-        if m.auto is not None:
-            m.gradient(work, batch)
-            info[n]["choice"] = m.choice
+    # auto's choice once it knows the steps; and auto with a budget of 0.3x its estimate of direct's memory
+    methods["pj auto"].gradient(work, batch)
+    budget = int(0.3 * methods["pj auto"].auto.estimates["direct"])
+    tight = f"pj auto@{budget}"
+    methods[tight] = Method(tight)
+    methods[tight].gradient(work, batch)  # its first solve, which counts the steps
+    for n in ("pj auto", tight):
+        loss, nf, nb = methods[n].gradient(work, batch)
+        g = flat_grad(work.model)
+        info[n] = dict(loss=loss, nfe_f=nf, nfe_b=nb, err=float((g - ref).norm() / ref.norm()),
+                       choice=methods[n].choice)
     times = interleaved({n: (lambda m=m: m.gradient(work, batch)) for n, m in methods.items()},
                         repeats=args.repeats, warmup=0)
-    mem = {n: run_probe(name, n, weights) for n in METHODS}
+    mem = {n: run_probe(name, n, weights) for n in methods}
     curves = {n: train_curve(name, n, args.iters, weights) for n in TRAINED} if args.iters else {}
 
     td = times["td direct"]
@@ -373,8 +393,10 @@ def bench(name: str, args, tmp: str) -> None:
     print("| method | s / gradient | × td direct | NFE fwd | NFE bwd | peak MiB | × td direct memory | grad rel. err "
           "vs td direct |" + (f" final loss ({args.iters} it) | max curve gap |" if curves else ""))
     print("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if curves else ""))
-    for n in METHODS:
-        i, label = info[n], n + (f" → {info[n]['choice']}" if info[n].get("choice") else "")
+    for n in methods:
+        i = info[n]
+        label = (n if n != tight else "pj auto, budget 0.3x its direct estimate") + (
+            f" → {i['choice']}" if i.get("choice") else "")
         mem_n, mem_td = mem[n]["peak_mb"], mem["td direct"]["peak_mb"]
         row = (f"| {label} | {times[n]:.3f} | {times[n] / td:.2f} | {i['nfe_f']} | {i['nfe_b']} | {mem_n:.1f} | "
                f"{mem_n / mem_td:.2f} | {i['err']:.1e} |")
@@ -385,9 +407,8 @@ def bench(name: str, args, tmp: str) -> None:
         elif curves:
             row += " - | - |"
         print(row, flush=True)
-    probe_choice = mem["pj auto"].get("choice")
-    if probe_choice:
-        print(f"\n(in the fresh-process memory probe auto chose {probe_choice})")
+    print(f"\n(in the fresh-process memory probes auto chose {mem['pj auto'].get('choice')} and, with the "
+          f"{budget / 2**20:.1f} MiB budget, {mem[tight].get('choice')})")
 
 
 def main(argv=None) -> None:
