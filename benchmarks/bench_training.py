@@ -28,12 +28,13 @@ Figures, per workload and method, all from the same weights and batch:
 * the gradient's relative L2 error against torchdiffeq's direct backprop (same tolerances);
 * the peak memory of one gradient in a fresh process: the growth of the peak resident set (VmHWM) over
   the resident set after building the model and taking one evaluation's gradient, for the process's first
-  gradient (which includes one-time costs such as modules loaded on first use) and its second, under ``MALLOC_MMAP_THRESHOLD_=65536``
+  gradient (which includes one-time costs such as modules loaded on first use) and its second, under
+  ``MALLOC_MMAP_THRESHOLD_=65536``
   (large blocks are returned when freed, so the peak tracks live memory; see ``bench_adjoint_memory``);
 * training: ``--iters`` Adam steps from the same initial weights with the same batches and probes; the
   final loss (mean of the last 5) and the largest relative gap of the loss curve to torchdiffeq direct.
 
-    python -m benchmarks.bench_training [--quick] [--workloads a,b] [--repeats R] [--iters N]
+    python -m benchmarks.bench_training [--quick] [--workloads a,b] [--methods m,n] [--repeats R] [--iters N]
 """
 
 from __future__ import annotations
@@ -370,7 +371,7 @@ def bench(name: str, args, tmp: str) -> None:
         weights = os.path.join(tmp, f"{name}.pt")
         torch.save(work.model.state_dict(), weights)
     batch = work.draw(torch.Generator().manual_seed(123))
-    methods = {n: Method(n) for n in METHODS}
+    methods = {n: Method(n) for n in args.methods}
     info = {}
     ref = None
     for n, m in methods.items():  # untimed warm-up; auto's first solve teaches it the steps
@@ -392,12 +393,13 @@ def bench(name: str, args, tmp: str) -> None:
     times = interleaved({n: (lambda m=m: m.gradient(work, batch)) for n, m in methods.items()},
                         repeats=args.repeats, warmup=0)
     mem = {n: run_probe(name, n, weights) for n in methods}
-    curves = {n: train_curve(name, n, args.iters, weights) for n in TRAINED} if args.iters else {}
+    curves = {n: train_curve(name, n, args.iters, weights) for n in TRAINED if n in methods} if args.iters else {}
 
     td = times["td direct"]
     print(f"\n### {name} ({sum(p.numel() for p in work.func.parameters()) / 1e6:.3f} M field parameters)\n")
     print("| method | s / gradient | × td direct | NFE fwd | NFE bwd | peak MiB (1st / 2nd gradient) "
-          "| × td direct memory (1st / 2nd) | grad rel. err vs td direct |" + (f" final loss ({args.iters} it) | max curve gap |" if curves else ""))
+          "| × td direct memory (1st / 2nd) | grad rel. err vs td direct |"
+          + (f" final loss ({args.iters} it) | max curve gap |" if curves else ""))
     print("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if curves else ""))
     for n in methods:
         i = info[n]
@@ -405,7 +407,8 @@ def bench(name: str, args, tmp: str) -> None:
             f" → {i['choice']}" if i.get("choice") else "")
         m1, m2 = mem[n]["peak_mb"], mem[n].get("peak2_mb", float("nan"))
         t1, t2 = mem["td direct"]["peak_mb"], mem["td direct"].get("peak2_mb", float("nan"))
-        row = (f"| {label} | {times[n]:.3f} | {times[n] / td:.2f} | {i['nfe_f']} | {i['nfe_b']} | {m1:.1f} / {m2:.1f} | "
+        row = (f"| {label} | {times[n]:.3f} | {times[n] / td:.2f} | {i['nfe_f']} | {i['nfe_b']} "
+               f"| {m1:.1f} / {m2:.1f} | "
                f"{m1 / t1:.2f} / {m2 / t2:.2f} | {i['err']:.1e} |")
         if curves and n in curves:
             c, r = curves[n], curves["td direct"]
@@ -425,16 +428,24 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--iters", type=int, default=None, help="training iterations per method (0: none)")
     parser.add_argument("--pretrain", type=int, default=None)
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated subset of the methods ('td direct' and 'pj auto' are always run)")
     parser.add_argument("--probe", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
         print(json.dumps(probe(*args.probe)))
         return
     torch.set_num_threads(1)
+    chosen = args.methods.split(",")
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise ValueError(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
+    args.methods = [m for m in METHODS if m in chosen or m in ("td direct", "pj auto")]
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.iters = args.iters if args.iters is not None else (0 if args.quick else 30)
     args.pretrain = args.pretrain if args.pretrain is not None else (20 if args.quick else 150)
-    print(f"torch {torch.__version__}, torchdiffeq {torchdiffeq.__version__ if hasattr(torchdiffeq, '__version__') else '?'}, "
+    version = getattr(torchdiffeq, "__version__", "?")
+    print(f"torch {torch.__version__}, torchdiffeq {version}, "
           f"{platform.machine()}, 1 thread; median of {args.repeats} interleaved repeats; float32")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.workloads.split(","):

@@ -25,8 +25,11 @@ counting the tensors saved during ``f(t_0, y_0)``, parameters excluded), ``x`` (
 loop solves the same problem every iteration). The first solve, with no such record, uses
 ``checkpointed``: its forward pass is the graph-free solve that counts the steps, and its memory is
 states only. The measurements behind the ordering are in ``benchmarks/RESULTS.md`` (section "Training
-workloads"): on the five training workloads checkpointed took 1.0–1.3x the time of direct backprop and
-the continuous adjoints 0.9–4x.
+workloads: checkpointed discrete adjoint ..."): checkpointed took 1.00–1.23x the time of torchdiffeq's
+direct backprop where pyjode's direct took 0.83–0.88x; the continuous adjoints ranged from 0.87x (a CNF
+with two output times) to 5.0x (a latent ODE with 100 output times, where their backward solve restarts
+at every output). The rule does not predict a continuous adjoint's backward evaluations, so
+where one is faster than checkpointed (small CNFs) it is chosen only when checkpointed does not fit.
 
 **Budget.** ``memory_budget`` in bytes, or by default ``budget_fraction`` (0.5) of the memory free now:
 ``torch.cuda.mem_get_info`` for a CUDA state, the kernel's ``MemAvailable`` otherwise.
@@ -113,7 +116,8 @@ class Auto(GradientMethod):
     def __init__(self, memory_budget: Optional[int] = None, budget_fraction: float = 0.5):
         if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int)
                                           or memory_budget <= 0):
-            raise ValueError(f"memory_budget must be a positive number of bytes (an int) or None, got {memory_budget!r}")
+            raise ValueError(f"memory_budget must be a positive number of bytes (an int) or None, "
+                             f"got {memory_budget!r}")
         if isinstance(budget_fraction, bool) or not isinstance(budget_fraction, (int, float)) \
                 or not 0 < budget_fraction <= 1:
             raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction!r}")

@@ -240,6 +240,7 @@ def _backward_sweep(stepper: Stepper, field, params, y0, t_init, steps, states, 
             cot = tuple(None if x is None else next(g_state) for x in _tensors(state)) if j > 0 else None
             if j == 0:
                 grad_y0 = grads[0]
+            local[j - start] = None  # a re-run state is done with once its step is
         del local
     grad_y0 = grad_ys[0] if grad_y0 is None else grad_y0 + grad_ys[0]
     return grad_y0, grad_params
@@ -280,7 +281,8 @@ class Checkpointed(GradientMethod):
 
     def check_method(self, method) -> None:
         if not isinstance(method, (ButcherTableau, Reversible)):
-            raise ValueError(f"adjoint='checkpointed' needs a Runge–Kutta method or pyjode.Reversible, got {method!r}")
+            raise ValueError(f"adjoint='checkpointed' needs a Runge–Kutta method or pyjode.Reversible, "
+                             f"got {method!r}")
 
     def solve(self, spec: SolveSpec) -> torch.Tensor:
         if spec.t.requires_grad and torch.is_grad_enabled():
