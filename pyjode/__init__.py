@@ -2,7 +2,9 @@
 
 from ._julia import JuliaUnavailableError, JuliaUnsupportedError, julia_available
 from .adams import Adams
+from .adjoints.auto import Auto
 from .adjoints.backsolve import Backsolve
+from .adjoints.checkpointed import Checkpointed
 from .adjoints.direct import Direct
 from .adjoints.quadrature import Quadrature
 from .adjoints.reversible import ReversibleAdjoint
@@ -29,10 +31,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adams",
+    "Auto",
     "Backsolve",
     "BadStartError",
     "BrownianPath",
     "ButcherTableau",
+    "Checkpointed",
     "CosineNoise",
     "Direct",
     "DoubleBackwardError",

@@ -1,13 +1,11 @@
 """One explicit Runge–Kutta step and its dense output, for any :class:`~pyjode.tableau.ButcherTableau`.
 
 The stages live in one ``(s, n)`` buffer ``K`` (``n`` = elements of the state); each stage input is a
-single fused ``addmv``:  y_i = y + h * K[:i]^T a_i.  Without autograd the buffer is allocated once and
-reused for every step; under autograd each step gets a fresh one, because the graph keeps it alive.
-
-Reuse and FSAL: the state after an accepted step holds ``f = K[-1]``, a view into the buffer. The next
-attempt copies it into ``K[0]`` before any stage is written, so it reads its input intact; but that attempt
-then overwrites ``K[-1]``, so a retry after a rejection must not read ``f`` again. It need not: a retry
-passes the very same ``f`` object, whose value the attempt before already copied into ``K[0]``.
+single fused ``addmv``:  y_i = y + h * K[:i]^T a_i.  Without autograd two buffers are allocated once and
+used in turn; under autograd each step gets a fresh one, because the graph keeps it alive. Two, because the
+state after a step holds its FSAL stage ``f = K[-1]``, a view into the buffer, and a state must stay valid
+for as long as anyone holds it (a retry after a rejection starts from it again, a checkpointing adjoint
+copies it): each step writes into the buffer that does not hold its input ``f``.
 """
 
 from __future__ import annotations
@@ -63,23 +61,32 @@ class RungeKutta(Stepper):
         self._opts = dict(dtype=like.dtype, device=like.device)
         self.A, self.b, self.e, self._a_rows, self.c, self._interp = _coefficients(tableau, like.dtype, like.device)
         self.fsal = tableau.fsal
-        self._buffer: Optional[tuple] = None
-        self._copied: Optional[torch.Tensor] = None  # the first stage whose value K[0] holds (module docstring)
+        self._buffers: list = []
 
-    def _stages(self):
+    def _new_buffer(self) -> tuple:
+        K = torch.empty(self.tableau.stages, self.numel, **self._opts)
+        prefix_t = [K[:i].t() for i in range(self.tableau.stages)]
+        rows = [K[i].view(self.shape) for i in range(self.tableau.stages)]
+        return K, prefix_t, rows
+
+    def _stages(self, f0: Optional[torch.Tensor]):
         """``(K, K_prefix_T, K_rows)``: the stage buffer, ``K[:i].t()`` and ``K[i]`` shaped like ``y``.
 
-        Without autograd the buffer and its views are made once and reused by every step (their contents
-        change, the views stay valid); under autograd each step needs a fresh buffer, and no views.
+        Without autograd the buffers and their views are made once and reused (their contents change, the
+        views stay valid); the one returned never holds ``f0``, which may be a view of the other's last row
+        (the second is made only when a step first needs it). Under autograd each step needs a fresh
+        buffer, and no views.
         """
         if torch.is_grad_enabled():
             return torch.empty(self.tableau.stages, self.numel, **self._opts), None, None
-        if self._buffer is None:
-            K = torch.empty(self.tableau.stages, self.numel, **self._opts)
-            prefix_t = [K[:i].t() for i in range(self.tableau.stages)]
-            rows = [K[i].view(self.shape) for i in range(self.tableau.stages)]
-            self._buffer = (K, prefix_t, rows)
-        return self._buffer
+        buffers = self._buffers
+        if not buffers:
+            buffers.append(self._new_buffer())
+        if f0 is not None and f0.data_ptr() == buffers[0][2][-1].data_ptr():
+            if len(buffers) == 1:
+                buffers.append(self._new_buffer())
+            return buffers[1]
+        return buffers[0]
 
     # -- the stepper protocol ------------------------------------------------------------------------------
 
@@ -118,15 +125,13 @@ class RungeKutta(Stepper):
         moved just inside the step (a jump, ``perturb``).
         """
         stage_t = [t + ci * h if ci != 1.0 or t_end is None else t_end for ci in self.c]
-        K, prefix_t, rows = self._stages()
+        K, prefix_t, rows = self._stages(f0)
         y_flat = y.reshape(-1)
         if f0 is None:
             f0 = func(time(t), y)
         shape, a_rows, c = self.shape, self._a_rows, self.c
         if rows is not None:
-            if f0 is not self._copied:  # a retry from the same state finds f0's value in K[0] already
-                rows[0].copy_(f0)
-                self._copied = f0
+            rows[0].copy_(f0)
             for i in range(1, len(c)):
                 yi = torch.addmv(y_flat, prefix_t[i], a_rows[i], alpha=h)
                 rows[i].copy_(func(time(stage_t[i]), yi.view(shape)))

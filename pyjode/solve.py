@@ -13,6 +13,7 @@ import torch
 from .adjoints import resolve_adjoint
 from .adjoints.base import GradientMethod, SolveSpec
 from .function_transforms import check_function_transforms
+from .implicit import IMPLICIT_METHODS, Implicit
 from .stats import Stats
 from .solution import Solution
 from .step_callbacks import StepCallbacks
@@ -69,8 +70,9 @@ def solve(
         max_steps: cap on attempted steps, after which a ``RuntimeError`` is raised
             (default 100 000 for adaptive methods).
         adjoint: how gradients are computed: ``"direct"`` (backprop through the solver),
-            ``"backsolve"``, ``"quadrature"``, ``"reversible"``, or an instance such as
-            ``pyjode.Quadrature(...)``.
+            ``"checkpointed"`` (the same gradient from stored states, one step recomputed at a time),
+            ``"backsolve"``, ``"quadrature"``, ``"reversible"``, ``"auto"`` (the fastest that fits a memory
+            budget, see :class:`pyjode.Auto`), or an instance such as ``pyjode.Quadrature(...)``.
         adjoint_params: the tensors whose gradients continuous adjoints compute; defaults to
             ``func.parameters()`` when ``func`` is an ``nn.Module``.
         backend: ``"torch"`` (default), ``"julia"`` or ``"auto"`` (Julia when available).
@@ -240,8 +242,6 @@ def _check_tolerances(rtol, atol):
 
 
 def _resolve_method(method, step_size):
-    from .implicit import Implicit, IMPLICIT_METHODS
-
     if isinstance(method, str) and method in IMPLICIT_METHODS:
         method = Implicit(method)
     if isinstance(method, Implicit):  # a fixed-step one without step_size steps on the output times

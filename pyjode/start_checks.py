@@ -115,11 +115,15 @@ class CheckedField:
             raise ValueError(
                 f"func(t, y) modified y in place at t={float(t):.6g}; the solver's state (and the caller's y0) "
                 f"share that memory. Compute dy/dt out of place (y * k instead of y.mul_(k)), or work on y.clone()")
+        try:  # the common case in two comparisons; everything else below
+            if f.shape == y.shape and f.dtype == y.dtype:
+                return f
+        except AttributeError:
+            pass
         if isinstance(f, torch.Tensor) and f.dtype != y.dtype and f.is_floating_point() and (
                 torch.is_autocast_enabled(y.device.type)):
             f = f.to(y.dtype)
-        if not (isinstance(f, torch.Tensor) and f.shape == y.shape and f.dtype == y.dtype):
-            check_field_output(f, y)
+        check_field_output(f, y)
         return f
 
 

@@ -18,6 +18,7 @@ class Stats:
         nfe_backward: vector-field evaluations (each with its VJP) on the backward pass.
         steps_forward, steps_backward: accepted steps.
         rejected_forward, rejected_backward: rejected steps.
+        adjoint: the gradient method used, as chosen by ``adjoint="auto"`` (empty otherwise).
     """
 
     nfe_forward: int = 0
@@ -26,7 +27,8 @@ class Stats:
     steps_backward: int = 0
     rejected_forward: int = 0
     rejected_backward: int = 0
+    adjoint: str = ""
 
     def reset(self) -> None:
         for f in fields(self):
-            setattr(self, f.name, 0)
+            setattr(self, f.name, f.default)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from .base import GradientMethod
+from .auto import Auto
 from .backsolve import Backsolve
+from .checkpointed import Checkpointed
 from .direct import Direct
 from .quadrature import Quadrature
 from .reversible import ReversibleAdjoint
@@ -11,7 +13,9 @@ from .reversible import ReversibleAdjoint
 # Strings select each method with its defaults.
 _BY_NAME = {
     "direct": Direct,
+    "auto": Auto,
     "backsolve": Backsolve,
+    "checkpointed": Checkpointed,
     "quadrature": Quadrature,
     "reversible": ReversibleAdjoint,
 }

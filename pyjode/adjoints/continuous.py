@@ -22,6 +22,7 @@ from ..start_checks import backward_failure
 from .backward_checks import all_finite, check_no_captured_tensors, nonfinite_gradient
 from ..newton import adjoint_jacobian
 from .base import GradientMethod, SolveSpec, record_backward, record_forward, run_method
+from .vmap_support import try_vmap
 
 
 class StepHint:
@@ -90,30 +91,41 @@ def vjp_or_none(out: torch.Tensor, inputs, cotangent):
 
 def batched_field(func, T: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """f at several (t_k, y_k) in one call through ``torch.func.vmap``, falling back to a loop for fields
-    that vmap cannot trace (in-place updates, ``.item()``, data-dependent control flow)."""
-    try:
-        return torch.func.vmap(func)(T, Y)
-    except Exception:  # noqa: BLE001 - any vmap limitation means: evaluate node by node
-        return torch.stack([func(T[k], Y[k]) for k in range(T.shape[0])])
+    that vmap cannot trace (in-place updates, ``.item()``, data-dependent control flow); whether it can is
+    decided once per field (:mod:`pyjode.adjoints.vmap_support`)."""
+    F = try_vmap(func, T, Y)
+    if F is None:
+        F = torch.stack([func(T[k], Y[k]) for k in range(T.shape[0])])
+    return F
 
 
 def weighted_param_vjp(func, params: Sequence[torch.Tensor], T, Y, A, W, max_nodes: int = 512):
     """sum_k W_k A_k^T ∂f/∂θ(T_k, Y_k) for every tensor in ``params``: one batched VJP per chunk of nodes.
 
     Only the parameters are asked for (``inputs=params``), so autograd never forms the state VJP here.
+    For a field that ``vmap`` cannot batch each node gets its own VJP, so that at most one node's graph is
+    alive: a loop that stacked the nodes first would hold all their graphs at once.
     """
     grads = [torch.zeros_like(p) for p in params]
     if not params or T.numel() == 0:
         return grads
-    for s in range(0, T.shape[0], max_nodes):
-        sl = slice(s, s + max_nodes)
-        with torch.enable_grad():
-            F = batched_field(func, T[sl], Y[sl])
-            cot = A[sl] * W[sl].view(-1, *([1] * (A.dim() - 1)))
-            g = vjp_or_none(F, params, cot)
+
+    def accumulate(F, cot):
+        g = vjp_or_none(F, params, cot)
         for acc, gi in zip(grads, g):
             if gi is not None:
                 acc.add_(gi)
+
+    cot_all = A * W.view(-1, *([1] * (A.dim() - 1)))
+    for s in range(0, T.shape[0], max_nodes):
+        sl = slice(s, s + max_nodes)
+        with torch.enable_grad():
+            F = try_vmap(func, T[sl], Y[sl])
+            if F is not None:
+                accumulate(F, cot_all[sl])
+                continue
+            for k in range(s, min(s + max_nodes, T.shape[0])):
+                accumulate(func(T[k], Y[k]), cot_all[k])
     return grads
 
 

@@ -1,0 +1,223 @@
+"""``adjoint="auto"``: the fastest gradient method whose memory fits a budget.
+
+**The rule.** The candidates, fastest first, are
+
+1. ``direct``: backprop through every stage of every accepted step,
+2. ``checkpointed``: states at every step, one step's activations at a time (one extra forward pass
+   without a graph),
+3. ``Checkpointed(checkpoints=c)``, ``c = ceil(2 sqrt(steps))``: O(sqrt(steps)) states (two extra
+   forward passes),
+4. ``Quadrature(max_nodes_per_call=k)``: no per-step memory at all, but a backward solve that restarts at
+   every output time (``Quadrature`` needs a Runge–Kutta method; for :class:`pyjode.Reversible` the
+   last candidate is ``adjoint="reversible"``).
+
+and the first whose estimated peak gradient memory fits the budget is used. The estimates, in bytes, from
+``a`` (bytes autograd saves for one evaluation of the field, measured once per field and state shape by
+counting the tensors saved during ``f(t_0, y_0)``, parameters excluded), ``x`` (bytes of one state),
+``N`` (accepted steps), ``E`` (evaluations per accepted step) and ``T`` (output times):
+
+* direct:        ``N E (a + 2x) + T x``   (each stage keeps its activations, its input and its slope),
+* checkpointed:  ``2 N x + E (a + 2x) + T x``,
+* bounded:       ``(c + 2 N / c) 2 x + E (a + 2x) + T x``,
+* quadrature:    ``(k + 2) a + 4 T x``,  ``k`` nodes per parameter-VJP call, as many as fit (at least 1).
+
+``N`` and ``E`` come from the previous solve of the same field with a state of the same shape (a training
+loop solves the same problem every iteration). The first solve, with no such record, uses
+``checkpointed``: its forward pass is the graph-free solve that counts the steps, and its memory is
+states only. The measurements behind the ordering are in ``benchmarks/RESULTS.md`` (section "Training
+workloads: checkpointed discrete adjoint ..."): checkpointed took 1.00–1.23x the time of torchdiffeq's
+direct backprop where pyjode's direct took 0.83–0.88x; the continuous adjoints ranged from 0.87x (a CNF
+with two output times) to 5.0x (a latent ODE with 100 output times, where their backward solve restarts
+at every output). The rule does not predict a continuous adjoint's backward evaluations, so
+where one is faster than checkpointed (small CNFs) it is chosen only when checkpointed does not fit.
+
+**Budget.** ``memory_budget`` in bytes, or by default ``budget_fraction`` (0.5) of the memory free now:
+``torch.cuda.mem_get_info`` for a CUDA state, the kernel's ``MemAvailable`` otherwise.
+
+**Report.** The choice is written to ``stats.adjoint`` (``pyjode.Stats``), to the instance's ``choice``
+and ``estimates`` attributes, and to the ``pyjode`` logger at DEBUG level with the estimates behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from ..reversible import Reversible
+from .base import GradientMethod, SolveSpec
+from .checkpointed import Checkpointed
+from .direct import Direct
+
+__all__ = ["Auto", "activation_bytes"]
+
+logger = logging.getLogger("pyjode")
+
+# Per field (weakly): {(shape, dtype, device): activation bytes} and {(shape, dtype, device, method): record}
+_ACTIVATIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_HISTORY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _per_field(table, func) -> Optional[dict]:
+    key = getattr(func, "__self__", func)
+    try:
+        return table.setdefault(key, {})
+    except TypeError:  # not weak-referenceable: measured afresh each time, and no history
+        return None
+
+
+def activation_bytes(func, t0: torch.Tensor, y0: torch.Tensor, params=()) -> int:
+    """Bytes autograd keeps for the backward pass of one evaluation ``f(t0, y0)``: the tensors it saves,
+    less the parameters and ``y0`` themselves (they exist anyway)."""
+    shared = {p.data_ptr() for p in params} | {y0.data_ptr()}
+    seen, total = set(), 0
+
+    def pack(x):
+        nonlocal total
+        ptr = x.data_ptr()
+        if ptr not in shared and (ptr, x.numel()) not in seen:
+            seen.add((ptr, x.numel()))
+            total += x.numel() * x.element_size()
+        return x
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        y = y0.detach().requires_grad_(True)
+        func(t0, y)
+    return total
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free now on ``device`` (the kernel's MemAvailable for CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2 ** 30  # unknown: assume a modest machine
+
+
+class Auto(GradientMethod):
+    """Chooses a gradient method per solve by the rule in the module docstring.
+
+    Args:
+        memory_budget: bytes the gradient may use; default ``budget_fraction`` of the free memory.
+        budget_fraction: the share of free memory used when ``memory_budget`` is not given.
+    """
+
+    name = "auto"
+
+    def __init__(self, memory_budget: Optional[int] = None, budget_fraction: float = 0.5):
+        if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int)
+                                          or memory_budget <= 0):
+            raise ValueError(f"memory_budget must be a positive number of bytes (an int) or None, "
+                             f"got {memory_budget!r}")
+        if isinstance(budget_fraction, bool) or not isinstance(budget_fraction, (int, float)) \
+                or not 0 < budget_fraction <= 1:
+            raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction!r}")
+        self.memory_budget, self.budget_fraction = memory_budget, float(budget_fraction)
+        self.choice: Optional[GradientMethod] = None
+        self.estimates: Dict[str, int] = {}
+
+    def check_method(self, method) -> None:
+        Checkpointed().check_method(method)
+
+    def budget(self, like: torch.Tensor) -> int:
+        if self.memory_budget is not None:
+            return self.memory_budget
+        return int(self.budget_fraction * free_memory(like.device))
+
+    def choose(self, spec: SolveSpec) -> Tuple[GradientMethod, str]:
+        """The method for this solve, and why."""
+        if not torch.is_grad_enabled():
+            return Direct(), "no gradient wanted"
+        if spec.t.requires_grad:
+            return Direct(), "time gradients (only direct differentiates the step times of t)"
+        y0, key = spec.y0, _history_key(spec)
+        history = _per_field(_HISTORY, spec.func)
+        record = None if history is None else history.get(key)
+        if record is None:
+            return Checkpointed(), "first solve of this field: its graph-free forward pass counts the steps"
+        steps, evals = record
+        acts = _per_field(_ACTIVATIONS, spec.func)
+        akey = key[:3]  # shape, dtype, device
+        if acts is not None and akey in acts:
+            a = acts[akey]
+        else:
+            t0 = torch.full((), spec.ts[0], dtype=y0.dtype, device=y0.device)
+            a = activation_bytes(spec.func, t0, y0, spec.params)
+            if acts is not None:
+                acts[akey] = a
+        x = y0.numel() * y0.element_size()
+        n_out = len(spec.ts)
+        per_eval = a + 2 * x
+        one_step = evals * per_eval
+        c = max(2, math.ceil(2 * math.sqrt(max(steps, 1))))
+        budget = self.budget(y0)
+        est = {
+            "direct": steps * one_step + n_out * x,
+            "checkpointed": 2 * steps * x + one_step + n_out * x,
+            f"checkpointed(checkpoints={c})": int((c + 2 * steps / c) * 2 * x) + one_step + n_out * x,
+        }
+        if isinstance(spec.method, Reversible):
+            est["reversible"] = 2 * evals * per_eval + n_out * x
+        else:
+            k = max(1, min(2 ** 14 // max(y0.numel(), 1), int((budget - 4 * n_out * x) // max(a, 1)) - 2))
+            est[f"quadrature(max_nodes_per_call={k})"] = (k + 2) * a + 4 * n_out * x
+        est = {label: int(need) for label, need in est.items()}
+        self.estimates = est
+        methods = [Direct(), Checkpointed(), Checkpointed(checkpoints=c)]
+        from .quadrature import Quadrature
+        from .reversible import ReversibleAdjoint
+
+        methods.append(ReversibleAdjoint() if isinstance(spec.method, Reversible) else Quadrature(max_nodes_per_call=k))
+        for (label, need), method in zip(est.items(), methods):
+            if need <= budget:
+                return method, f"{label} fits: estimated {need} bytes of a {budget}-byte budget"
+        label, need = list(est.items())[-1]
+        return methods[-1], f"nothing fits the {budget}-byte budget; {label} needs least (estimated {need} bytes)"
+
+    def solve(self, spec: SolveSpec) -> torch.Tensor:
+        method, why = self.choose(spec)
+        method.check_method(spec.method)
+        self.choice = method
+        name = _label(method)
+        logger.debug("adjoint='auto' chose %s: %s; estimates %s", name, why, self.estimates)
+        stats = spec.stats
+        before = (stats.nfe_forward, stats.steps_forward, stats.rejected_forward)
+        ys = method.solve(spec)
+        stats.adjoint = name
+        steps = stats.steps_forward - before[1]
+        history = _per_field(_HISTORY, spec.func)
+        if history is not None and steps > 0:
+            # evaluations of the accepted steps: the attempts' evaluations shared out over all attempts
+            nfe = stats.nfe_forward - before[0]
+            evals = nfe / (steps + stats.rejected_forward - before[2])
+            history[_history_key(spec)] = (steps, evals)
+        return ys
+
+    def __repr__(self) -> str:
+        return f"pyjode.Auto(memory_budget={self.memory_budget}, budget_fraction={self.budget_fraction})"
+
+
+def _history_key(spec: SolveSpec) -> tuple:
+    """What sets the number of steps, besides the field: state, method, span, output times, tolerances."""
+    method = spec.method
+    name = repr(method) if isinstance(method, Reversible) else getattr(method, "name", repr(method))
+    c = spec.control
+    return (tuple(spec.y0.shape), spec.y0.dtype, str(spec.y0.device), name, spec.ts[0], spec.ts[-1], len(spec.ts),
+            c.rtol, c.atol, c.step_size)
+
+
+def _label(method: GradientMethod) -> str:
+    if isinstance(method, Checkpointed) and method.checkpoints is not None:
+        return f"checkpointed(checkpoints={method.checkpoints})"
+    if method.name == "quadrature":
+        return f"quadrature(max_nodes_per_call={method.max_nodes_per_call})"
+    return method.name
