@@ -11,24 +11,28 @@ every output interval (:mod:`pyjode.sde.logqp`). Brownian arguments follow torch
 constructors. ``sdeint_adjoint`` solves the adjoint SDE backwards over the same path
 (:mod:`pyjode.sde.adjoint_sde`), or, for ``reversible_heun``, runs its exact algebraic reverse sweep.
 
-What this module cannot honour raises a ``ValueError`` that names it: ``adaptive=True``, ``extra=True``, a given
+``adaptive=True`` doubles steps for an error estimate in the engine's adaptive loop (:mod:`pyjode.sde.adaptive_sde`).
+What this module cannot honour raises a ``ValueError`` that names it: ``extra=True``, a given
 ``extra_solver_state``, Lévy area A (``log_ode_midpoint`` with general noise), unknown options or keyword
 arguments, and SDEs given only through ``g_prod``/``f_and_g_prod`` (no ``g``).
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
 
 from .exact_adjoint import ExactReversibleAdjoint
-from .integrate import Counter, fixed_loop
+from .integrate import Counter, adaptive_loop, fixed_loop
 from .sde import reversible_heun
 from .sde.adjoint_sde import AdjointSDESolve, SDEAdjoint, stratonovich_f_and_g
-from .sde.brownian_interval import BrownianInterval, BrownianPath, BrownianTree, brownian_interval_like
-from .sde.dt_grid import dt_grid, interpolate_outputs
+from .sde.brownian_interval import (BrownianInterval, BrownianPath, BrownianTree, ReverseBrownian,
+                                    brownian_interval_like)
+from .sde.adaptive_sde import StepDoublingSDE
+from .sde.dt_grid import dt_grid, grid_from_times, interpolate_outputs
 from .sde.logqp import LogqpSDE, split_logqp
 from .sde.methods import (EULER, EULER_HEUN, HEUN, MIDPOINT, MILSTEIN, MILSTEIN_GRAD_FREE, MILSTEIN_STRATONOVICH,
                           MILSTEIN_STRATONOVICH_GRAD_FREE, SRK)
@@ -38,7 +42,7 @@ from .sde.sdeint import _CountedSDE, _Problem
 from .sde.step_noise import StepNoise
 from .step_control import StepControl
 
-__all__ = ["BaseSDE", "BrownianInterval", "BrownianPath", "BrownianTree", "SDEIto", "SDEStratonovich",
+__all__ = ["BaseSDE", "BrownianInterval", "BrownianPath", "BrownianTree", "ReverseBrownian", "SDEIto", "SDEStratonovich",
            "brownian_interval_like", "sdeint", "sdeint_adjoint"]
 
 METHODS = ("euler", "milstein", "srk", "midpoint", "reversible_heun", "adjoint_reversible_heun", "heun",
@@ -117,12 +121,15 @@ def sdeint_adjoint(sde, y0: torch.Tensor, ts, bm=None, method: Optional[str] = N
     params = list(sde.parameters()) if adjoint_params is None else list(adjoint_params)
     params = [q for q in params if isinstance(q, torch.Tensor) and q.requires_grad]
     if p.method == "reversible_heun" and adjoint_method in (None, "adjoint_reversible_heun", "reversible_heun"):
+        if adaptive:
+            raise ValueError("sdeint_adjoint: adaptive=True with method='reversible_heun' and its exact adjoint is "
+                             "not supported; use fixed steps, or adjoint_method='midpoint'.")
         states = ExactReversibleAdjoint.apply(p.reversible_solve(), p.y0, *params)
         return p.finish(states)
     if adjoint_method in ("adjoint_reversible_heun", "reversible_heun"):
         raise ValueError(f"sdeint_adjoint: adjoint_method={adjoint_method!r} needs method='reversible_heun'.")
     f_hat = stratonovich_f_and_g(p.counted, p.noise_type, p.sde_type)
-    solve = AdjointSDESolve(p.solve, f_hat, p.noise_type, p.grid.times, p.grid.nodes,
+    solve = AdjointSDESolve(p.solve, f_hat, p.noise_type, lambda: (p.grid.times, p.grid.nodes),
                             lambda: p.noise.reversed_controls(p.grid.times, p.y0.dtype, p.y0.device),
                             "midpoint" if adjoint_method is None else adjoint_method)
     states = SDEAdjoint.apply(solve, p.y0, *params)
@@ -139,9 +146,21 @@ class _Prepared:
             stepper = reversible_heun.ReversibleHeunStepper(self.counted.f_and_g, self.axpy, y0)
         else:
             stepper = SDEStepper(self.scheme.make_step(self.counted, self.counted.f_and_g, self.noise_type), y0)
+        if self.adaptive:
+            return self._solve_adaptive(stepper, y0, counter)
         run = fixed_loop(stepper, None, y0, self.grid.times, self.is_output, self.control, counter,
                          controls=self.noise.controls(self.grid.times, y0.dtype, y0.device))
         return torch.stack(run.ys)
+
+    def _solve_adaptive(self, stepper, y0: torch.Tensor, counter: Counter) -> torch.Tensor:
+        noise, dtype, device = self.noise, y0.dtype, y0.device
+        doubling = StepDoublingSDE(stepper, lambda a, b: noise.query(a, b, dtype, device), self.dt_min)
+        control = StepControl(rtol=self.rtol, atol=self.atol, first_step=self.dt, min_step=self.dt_min)
+        states = [y0]
+        run = adaptive_loop(doubling, None, y0, self.ts_list, control, counter,
+                            on_step=lambda ta, tb, y, y1, dense, s: states.append(y1), keep_times=True)
+        self.grid = grid_from_times(list(run.times), self.ts_list)
+        return torch.stack([states[k] for k in self.grid.nodes])
 
     def reversible_solve(self):
         grid = torch.tensor(self.grid.times, dtype=torch.float64)
@@ -161,9 +180,6 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
              extra_solver_state, unused_kwargs) -> _Prepared:
     if unused_kwargs:
         raise ValueError(f"{where}: unexpected keyword arguments {sorted(unused_kwargs)}.")
-    if adaptive:
-        raise ValueError(f"{where}: adaptive=True is not supported by pyjode.torchsde; use fixed steps "
-                         "(adaptive=False) with dt.")
     if extra:
         raise ValueError(f"{where}: extra=True (returning the solver's internal state) is not supported.")
     if extra_solver_state is not None:
@@ -235,7 +251,23 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
     for k in p.grid.nodes[1:]:
         p.is_output[k] = True
     p.control = StepControl(step_size=dt)
-    p.noise = StepNoise(bm, shape, with_u=scheme is not None and scheme.levy_area == "space-time")
+    with_u = scheme.levy_area == "space-time"
+    p.adaptive = bool(adaptive)
+    if adaptive:
+        rtol, atol, dt_min = float(rtol), float(atol), float(dt_min)
+        if not (rtol >= 0 and atol >= 0 and rtol + atol > 0 and dt_min >= 0):
+            raise ValueError(f"{where}: adaptive steps need rtol, atol >= 0 (not both 0) and dt_min >= 0; got "
+                             f"rtol={rtol}, atol={atol}, dt_min={dt_min}.")
+        if method == "euler" and noise_type != "additive":
+            warnings.warn("Numerical solution is not guaranteed to converge to the correct solution when using "
+                          "adaptive time-stepping with the Euler--Maruyama method with non-additive noise.")
+        if bm is None:
+            # adaptive steps query the path at times not known in advance: a Brownian interval answers them all
+            bm = BrownianInterval(t0=float(ts[0]), t1=float(ts[-1]), size=shape, dtype=y0.dtype, device=y0.device,
+                                  levy_area_approximation="space-time" if with_u else "none")
+        p.rtol, p.atol, p.dt_min = rtol, atol, dt_min
+        p.ts_list = [float(t) for t in ts.detach().cpu().double().tolist()]
+    p.noise = StepNoise(bm, shape, with_u=with_u)
     return p
 
 

@@ -22,8 +22,6 @@ The gradient converges to that of the exact solution as the step shrinks (strong
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -51,18 +49,20 @@ def stratonovich_f_and_g(sde, noise_type: str, sde_type: str):
 class AdjointSDESolve:
     """One solve's forward pass (no graph, states at `nodes`) and its backward adjoint SDE."""
 
-    def __init__(self, forward, f_and_g_hat, noise_type: str, grid: Sequence[float], nodes: Sequence[int],
-                 reversed_controls, scheme: str = "midpoint"):
+    def __init__(self, forward, f_and_g_hat, noise_type: str, layout, reversed_controls, scheme: str = "midpoint"):
+        """`layout()` gives (step times, node indices) once the forward pass has run (adaptive steps fix them
+        only then); `reversed_controls()` yields (k, control of step k) from the last step back."""
         if scheme not in ADJOINT_METHODS:
             raise ValueError(f"sdeint_adjoint: adjoint_method={scheme!r} is not available; choose one of "
                              f"{list(ADJOINT_METHODS)} (the adjoint SDE is solved in Stratonovich form).")
-        self.forward, self.f_and_g_hat, self.grid, self.nodes = forward, f_and_g_hat, list(grid), list(nodes)
+        self.forward, self.f_and_g_hat, self.layout = forward, f_and_g_hat, layout
         self.product, self.reversed_controls, self.scheme = diffusion_product(noise_type), reversed_controls, scheme
 
     def backward(self, states: torch.Tensor, grad_states: torch.Tensor, params):
-        grid, product = self.grid, self.product
+        grid, nodes = self.layout()
+        product = self.product
         time = time_maker(states)
-        node_pos = {k: i for i, k in enumerate(self.nodes)}
+        node_pos = {k: i for i, k in enumerate(nodes)}
         grad_params = [torch.zeros_like(p) for p in params]
 
         def phi(t, y, a, h, dw, with_params):

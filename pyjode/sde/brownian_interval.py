@@ -229,3 +229,18 @@ class BrownianTree(BrownianPath):
         self._interval = BrownianInterval(t0=t0, t1=t1, size=w0.shape, dtype=w0.dtype, device=w0.device,
                                           entropy=entropy, tol=tol, pool_size=pool_size, halfway_tree=True,
                                           W=None if w1 is None else w1 - w0)
+
+
+class ReverseBrownian:
+    """torchsde's ``ReverseBrownian(bm)``: the path run backwards in time, bm_rev(ta, tb) = bm(−tb, −ta)."""
+
+    def __init__(self, base_brownian) -> None:
+        self.base_brownian = base_brownian
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        return self.base_brownian(-tb, -ta, return_U=return_U, return_A=return_A)
+
+    shape = property(lambda self: self.base_brownian.shape)
+    dtype = property(lambda self: self.base_brownian.dtype)
+    device = property(lambda self: self.base_brownian.device)
+    levy_area_approximation = property(lambda self: self.base_brownian.levy_area_approximation)

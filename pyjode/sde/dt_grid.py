@@ -60,3 +60,19 @@ def interpolate_outputs(grid: DtGrid, node_states: torch.Tensor) -> torch.Tensor
         else:
             ys.append(w0 * node_states[i0] + w1 * node_states[i1])
     return torch.stack(ys)
+
+
+def grid_from_times(times: List[float], ts: List[float]) -> DtGrid:
+    """The interpolation plan of outputs `ts` on given step times (for instance accepted adaptive steps)."""
+    import bisect
+    plan = []
+    for out in ts[1:]:
+        k = max(0, min(len(times) - 2, bisect.bisect_left(times, out) - 1))
+        plan.append((k, out))
+    nodes = sorted({0} | {k for k, _ in plan} | {k + 1 for k, _ in plan})
+    where = {k: i for i, k in enumerate(nodes)}
+    weights = []
+    for k, out in plan:
+        w1 = (out - times[k]) / (times[k + 1] - times[k])
+        weights.append((where[k], 1.0 - w1, where[k + 1], w1))
+    return DtGrid(list(times), nodes, weights)

@@ -50,6 +50,10 @@ class StepNoise:
         u = (0.5 * dw + hh) * h.to(device=device, dtype=dtype).view(view)
         return list(zip(dw.unbind(0), u.unbind(0)))
 
+    def query(self, a: float, b: float, dtype, device):
+        """The control of one step [a, b] from the given Brownian motion (adaptive steps)."""
+        return self._chunk([a, b], 0, 1, dtype, device)[0]
+
     def controls(self, grid: Sequence[float], dtype, device):
         """The controls of the steps of `grid`, in order."""
         n = len(grid) - 1
