@@ -241,6 +241,15 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
         if tuple(bm.shape) != tuple(shape):
             raise ValueError(f"bm has shape {tuple(bm.shape)} but the sde needs noise of shape {tuple(shape)} "
                              "(batch and noise sizes must be consistent).")
+    levy = getattr(bm, "levy_area_approximation", None) if bm is not None else None
+    if levy is not None:
+        # torchsde's contract: a given Brownian motion must carry what the method reads
+        if method == "srk" and levy not in ("space-time", "davie", "foster"):
+            raise ValueError(f"{where}: method='srk' needs a Brownian motion with space-time Lévy area; got "
+                             f"levy_area_approximation={levy!r}.")
+        if method in ("log_ode", "log_ode_midpoint") and levy not in ("davie", "foster"):
+            raise ValueError(f"{where}: method={method!r} needs a Brownian motion with levy_area_approximation "
+                             f"'davie' or 'foster'; got {levy!r}.")
     p = _Prepared()
     p.method, p.scheme, p.noise_type, p.sde_type, p.logqp, p.extra, p.dt = (
         method, scheme, noise_type, sde_type, logqp, extra, dt)

@@ -196,7 +196,7 @@ def test_strong_order_against_gbm_closed_form(noise_type, sde_type, method, opti
         y0[:, 1] = 0.5
     channels = 1
     bm = BrownianInterval(0.0, 1.0, size=(paths, channels), dtype=torch.float64, entropy=11,
-                          levy_area_approximation="space-time")
+                          levy_area_approximation="foster")  # U for srk, A (unused here) for log_ode
     exact = _gbm_exact(sde, y0, bm(0.0, 1.0)).detach()
     dts = [2.0 ** -k for k in range(3, 8)]
     errors = []
@@ -269,7 +269,7 @@ def test_gbm_adjoint_gradient_converges_to_closed_form():
         errs.append(((got - exact).abs() / exact.abs()).max().item())
         torch.testing.assert_close(y0.grad, y_t, rtol=0.2, atol=0)
     # forward Milstein (order 1) and the adjoint's Stratonovich midpoint (order 1 for this commuting noise)
-    assert _observed_order(errs, dts) > 0.8 and errs[-1] < 3 * dts[-1], errs
+    assert 0.8 < _observed_order(errs, dts) < 1.3 and errs[-1] < 0.05, errs
 
 
 def _flat_grads(x0, module):
@@ -387,11 +387,12 @@ def test_brownian_interval_law_and_consistency():
                              levy_area_approximation="space-time")
     fresh(1.5, 1.9)
     torch.testing.assert_close(fresh(0.3, 1.1), w, rtol=0, atol=1e-12)
-    # U is additive: U_{s,t} = U_{s,v} + U_{v,t} + (t − v) W_{s,v}
+    # U is additive: U_{s,t} = U_{s,v} + U_{v,t} + (t − v) W_{s,v}, exactly on the dyadic times the queries
+    # round to (2**-32 of the span), so to ~|W|·1e-9 with the decimal t − v
     _, u1 = bm(0.3, 0.7, return_U=True)
     w1 = bm(0.3, 0.7)
     _, u2 = bm(0.7, 1.1, return_U=True)
-    torch.testing.assert_close(u1 + u2 + 0.4 * w1, u, rtol=0, atol=1e-12)
+    torch.testing.assert_close(u1 + u2 + 0.4 * w1, u, rtol=0, atol=1e-8)
 
 
 @pytest.mark.parametrize("method", ["milstein", "srk"])

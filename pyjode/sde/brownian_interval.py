@@ -22,12 +22,13 @@ import math
 import warnings
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from .keyed_rng import _mix32, stream_key
 
 LEVY_AREA_APPROXIMATIONS = ("none", "space-time", "davie", "foster")
-_CACHE_LIMIT = 1 << 15
+_CACHE_LIMIT = 1 << 16
 
 
 class BrownianInterval:
@@ -36,8 +37,11 @@ class BrownianInterval:
     ``bm(ta, tb)`` is W(tb) − W(ta); ``bm(ta, tb, return_U=True)`` also returns U = ∫_ta^tb (W_s − W_ta) ds
     (needs ``levy_area_approximation`` "space-time"); ``bm(t)`` is W(t) − W(t0). `entropy` seeds the path
     (random when None). `dt`, `pool_size`, `cache_size` and `halfway_tree` tune torchsde's data structure
-    and do not change the law here; `tol` > 0 sets the resolution (the tree's depth). Lévy area A
-    ("davie", "foster") is not provided: asking for it raises.
+    and do not change the law here; `tol` > 0 sets the resolution (the tree's depth). ``return_A=True`` gives
+    Davie's ("davie") or Foster's ("foster") approximation of the Lévy area A from (W, H) and a skew-symmetric
+    Gaussian term (Davie 2014; Foster 2020, "Numerical approximations for stochastic differential equations"):
+        A ≈ H Wᵀ − W Hᵀ + σ (N − Nᵀ),   σ² = h²/12 (Davie) or (h/10)(h/10 + H_i² + H_j²) (Foster),
+    with N keyed by the query's end points, so a repeated query returns the same A.
     """
 
     def __init__(self, t0=0.0, t1=1.0, size: Optional[Sequence[int]] = None, dtype: Optional[torch.dtype] = None,
@@ -51,9 +55,6 @@ class BrownianInterval:
         if levy_area_approximation not in LEVY_AREA_APPROXIMATIONS:
             raise ValueError(f"BrownianInterval: levy_area_approximation must be one of "
                              f"{LEVY_AREA_APPROXIMATIONS}, got {levy_area_approximation!r}.")
-        if levy_area_approximation in ("davie", "foster"):
-            raise ValueError(f"BrownianInterval: levy_area_approximation={levy_area_approximation!r} (Lévy area A) "
-                             "is not supported; use 'space-time' or 'none'.")
         if W is not None:
             size = W.shape if size is None else size
             dtype = W.dtype if dtype is None else dtype
@@ -72,15 +73,19 @@ class BrownianInterval:
         self._entropy, self._levy = int(entropy), levy_area_approximation
         self._dt, self._tol, self._pool_size, self._cache_size = dt, tol, pool_size, cache_size
         self._halfway_tree = halfway_tree
-        # Resolution: tol when given, else 2**-44 of the span (well below float32 rounding of times).
+        # Resolution: tol when given, else 2**-32 of the span. All queries round to the same dyadic points, so the
+        # values are exactly a Brownian path sampled there; a time moves by at most 1.2e-10 of the span, far below
+        # any step an SDE solver takes, and every level saved is one fewer node per new query end.
         span = t1 - t0
-        self.depth = 44 if tol == 0 else max(1, min(50, math.ceil(math.log2(span / tol))))
+        self.depth = 32 if tol == 0 else max(1, min(50, math.ceil(math.log2(span / tol))))
         self._numel = math.prod(self._size)
         self._keys = [stream_key(self._entropy, level) for level in range(self.depth + 1)]
         self._cache: dict = {}
-        root = self._normals(0, 0)
-        w = math.sqrt(span) * root[0] if W is None else W.detach().to(self._device, torch.float64).reshape(-1)
-        h = math.sqrt(span / 12) * root[1] if H is None else H.detach().to(self._device, torch.float64).reshape(-1)
+        self._points: dict = {}
+        self._fresh: dict = {}
+        root = _keyed_normals([(self._keys[0], 0)], self._numel)[0]
+        w = math.sqrt(span) * root[0] if W is None else W.detach().cpu().double().reshape(-1).numpy()
+        h = math.sqrt(span / 12) * root[1] if H is None else H.detach().cpu().double().reshape(-1).numpy()
         self._root = (w, h)
 
     # -- torchsde's read-only properties
@@ -106,22 +111,44 @@ class BrownianInterval:
                 f"levy_area_approximation={self._levy!r})")
 
     def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False):
-        if return_A:
-            raise ValueError("BrownianInterval: return_A (Lévy area) is not supported; methods that need it "
-                             "(log_ode_midpoint with general noise) are not available.")
+        if return_A and self._levy not in ("davie", "foster"):
+            raise ValueError("BrownianInterval: return_A needs levy_area_approximation='davie' or 'foster'.")
         if return_U and self._levy == "none":
-            raise ValueError("BrownianInterval: return_U needs levy_area_approximation='space-time'.")
+            raise ValueError("BrownianInterval: return_U needs levy_area_approximation='space-time', 'davie' or "
+                             "'foster'.")
         if tb is None:
             ta, tb = self._start, ta
         ta, tb = self._clamp(float(ta), "ta"), self._clamp(float(tb), "tb")
         if ta > tb:
             raise RuntimeError(f"Query times ta={ta:.3f} and tb={tb:.3f} must respect ta <= tb.")
-        w, h = self._interval(ta, tb)
-        w = w.view(self._size).to(self._dtype)
-        if not return_U:
-            return w
-        u = (tb - ta) * (0.5 * w + h.view(self._size).to(self._dtype))
-        return w, u
+        w, u, length = self._interval(ta, tb)
+        w, u = self._tensor(w), self._tensor(u)
+        out = [w.to(self._dtype)]
+        if return_U:
+            out.append(u.to(self._dtype))
+        if return_A:
+            hh = u / length - 0.5 * w if length > 0 else torch.zeros_like(w)
+            out.append(self._levy_area(w, hh, tb - ta, ta, tb).to(self._dtype))
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).view(self._size).to(self._device)
+
+    def _levy_area(self, w, hh, h, ta, tb):
+        if w.dim() < 2:  # a scalar or a batch of scalar motions has no Lévy area
+            return torch.zeros_like(w)
+        a = hh.unsqueeze(-1) * w.unsqueeze(-2) - w.unsqueeze(-1) * hh.unsqueeze(-2)
+        key = _mix32(_mix32(self._keys[-1] ^ (self._position(ta) & 0xFFFFFFFF)) ^ (self._position(tb) & 0xFFFFFFFF))
+        gen = torch.Generator(device=self._device)
+        gen.manual_seed(key ^ 0x2545F491)
+        noise = torch.randn(a.shape, generator=gen, dtype=torch.float64, device=self._device)
+        noise = noise - noise.transpose(-1, -2)
+        if self._levy == "foster":
+            h2 = hh * hh
+            std = (0.1 * h * (0.1 * h + h2.unsqueeze(-1) + h2.unsqueeze(-2))).sqrt()
+        else:
+            std = math.sqrt(h * h / 12)
+        return a + std * noise
 
     def _clamp(self, t: float, name: str) -> float:
         if t < self._start or t > self._end:
@@ -134,61 +161,109 @@ class BrownianInterval:
         return min(full, max(0, round((t - self._start) / (self._end - self._start) * full)))
 
     def _interval(self, ta: float, tb: float):
+        """(W, U, dyadic length) over [ta, tb] from the point values (W, ∫W) at its ends: W = W_b − W_a and
+        U = ∫_a^b (W_s − W_a) ds = I_b − I_a − (b − a) W_a (float64 numpy)."""
         pa, pb = self._position(ta), self._position(tb)
-        zero = torch.zeros(self._numel, dtype=torch.float64, device=self._device)
         if pa == pb:
-            return zero, zero
-        nodes: list = []
-        self._cover(0, 0, pa, pb, nodes)
-        span = self._end - self._start
-        w = h = None
-        length = 0.0
-        for level, index in nodes:
-            wi, hi = self._node(level, index)
-            li = span / (1 << level)
-            if w is None:
-                w, h, length = wi, hi, li
-            else:
-                h = (li * (hi + 0.5 * w) + length * (h - 0.5 * wi)) / (li + length)
-                w, length = w + wi, length + li
-        return w, h
+            zero = np.zeros(self._numel)
+            return zero, zero, 0.0
+        wa, ia = self._point(pa)
+        wb, ib = self._point(pb)
+        length = (pb - pa) * (self._end - self._start) / (1 << self.depth)
+        w = wb - wa
+        return w, ib - ia - length * wa, length
 
-    def _cover(self, level: int, index: int, pa: int, pb: int, out: list) -> None:
-        shift = self.depth - level
-        a, b = index << shift, (index + 1) << shift
-        if pb <= a or b <= pa:
-            return
-        if pa <= a and b <= pb:
-            out.append((level, index))
-            return
-        self._cover(level + 1, 2 * index, pa, pb, out)
-        self._cover(level + 1, 2 * index + 1, pa, pb, out)
-
-    def _normals(self, level: int, index: int) -> torch.Tensor:
-        key = _mix32(_mix32(self._keys[level] ^ (index & 0xFFFFFFFF)) ^ (index >> 32))
-        gen = torch.Generator(device=self._device)
-        gen.manual_seed(key)
-        return torch.randn(2, self._numel, generator=gen, dtype=torch.float64, device=self._device)
+    def _point(self, p: int):
+        """(W, I) at dyadic position p, with I(t) = ∫_{t0}^t W_s ds, by one descent from the root."""
+        got = self._points.get(p)
+        if got is not None:
+            return got
+        span, depth = self._end - self._start, self.depth
+        full = 1 << depth
+        if p == full:
+            w, hh = self._root
+            out = (w, span * (hh + 0.5 * w))
+        else:
+            w_at, i_at = np.zeros(self._numel), np.zeros(self._numel)
+            # the nodes this descent splits, and one batched draw of the normals of those not split before
+            chain, level, index = [], 0, 0
+            while p != index << (depth - level):
+                chain.append((level, index))
+                level, index = level + 1, (p >> (depth - level - 1))
+            missing = [node for node in chain if node not in self._cache]
+            if missing:
+                z = _keyed_normals([(self._keys[lv + 1], ix) for lv, ix in missing], self._numel)
+                self._fresh = dict(zip(missing, z))
+            level, index = 0, 0
+            # descend while p lies strictly inside the current node; entering a right child adds the left one
+            while p != index << (depth - level):
+                left, _ = self._children(level, index)
+                length = span / (1 << (level + 1))
+                level, index = level + 1, 2 * index
+                if p >= (index + 1) << (depth - level):
+                    w_l, h_l = left
+                    i_at = i_at + length * w_at + length * (h_l + 0.5 * w_l)
+                    w_at = w_at + w_l
+                    index += 1
+            out = (w_at, i_at)
+        if len(self._points) >= 64:
+            self._points.clear()
+        self._points[p] = out
+        return out
 
     def _node(self, level: int, index: int):
-        """(W, H) of node `index` at `level` (float64, flat), walking down from the root through the cache."""
         if level == 0:
             return self._root
+        return self._children(level - 1, index >> 1)[index & 1]
+
+    def _children(self, level: int, index: int):
+        """((W, H) of the left child, (W, H) of the right child) of node `index` at `level`."""
         got = self._cache.get((level, index))
         if got is not None:
             return got
-        w, hh = self._node(level - 1, index >> 1)
-        h = (self._end - self._start) / (1 << (level - 1))
-        z = self._normals(level, index >> 1)
+        # This node's children are missing, and so are those of its descendants: draw the normals of the whole
+        # chain down to the bottom in one call (they are keyed per node, so the batching changes no value).
+        w, hh = self._node(level, index)
+        h = (self._end - self._start) / (1 << level)
+        z = self._fresh.pop((level, index), None)
+        if z is None:
+            z = _keyed_normals([(self._keys[level + 1], index)], self._numel)[0]
         d = 3.0 * hh + math.sqrt(h / 4) * z[0]
         s = 0.5 * hh - math.sqrt(h / 16) * z[0]
         t = math.sqrt(h / 12) * z[1]
-        left, right = ((w + d) * 0.5, (s + t) * 0.5), ((w - d) * 0.5, (s - t) * 0.5)
+        out = (((w + d) * 0.5, (s + t) * 0.5), ((w - d) * 0.5, (s - t) * 0.5))
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
-        self._cache[(level, index & ~1)] = left
-        self._cache[(level, index | 1)] = right
-        return left if index % 2 == 0 else right
+        self._cache[(level, index)] = out
+        return out
+
+
+_M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = x + _GOLD
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def _keyed_normals(nodes, numel: int) -> np.ndarray:
+    """Standard normals of shape (len(nodes), 2, numel); row i is a pure function of nodes[i] = (stream, index).
+
+    A counter-based generator (SplitMix64 of key and counter, then Box–Muller), vectorised over all rows, so a
+    node costs a few numpy operations rather than a generator reseed."""
+    keys = np.array([_mix32(_mix32(k ^ (i & 0xFFFFFFFF)) ^ (i >> 32)) | (k << 32) for k, i in nodes],
+                    dtype=np.uint64)
+    counters = np.arange(2 * numel, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        base = _splitmix(keys * _GOLD)[:, None]
+        z1 = _splitmix(base ^ (counters << np.uint64(1)))
+        z2 = _splitmix(base ^ ((counters << np.uint64(1)) | np.uint64(1)))
+    u1 = ((z1 >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)
+    u2 = (z2 >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    normals = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
+    return normals.reshape(len(nodes), 2, numel)
 
 
 def brownian_interval_like(y: torch.Tensor, t0=0.0, t1=1.0, size=None, dtype=None, device=None,
