@@ -126,6 +126,7 @@ def main(argv=None) -> None:
             for _ in range(args.block_iters):
                 trainers[name].step()
             per_iter[name].append((time.perf_counter() - start) / args.block_iters)
+            print(f"  block {b} {name}: {per_iter[name][-1] * 1e3:.1f} ms per iteration", flush=True)
     med = {name: statistics.median(v) for name, v in per_iter.items()}
     for _ in range(args.curve_iters):
         for t in trainers.values():
