@@ -12,8 +12,9 @@ constructors. ``sdeint_adjoint`` solves the adjoint SDE backwards over the same 
 (:mod:`pyjode.sde.adjoint_sde`), or, for ``reversible_heun``, runs its exact algebraic reverse sweep.
 
 ``adaptive=True`` doubles steps for an error estimate in the engine's adaptive loop (:mod:`pyjode.sde.adaptive_sde`).
-What this module cannot honour raises a ``ValueError`` that names it: ``extra=True``, a given
-``extra_solver_state``, Lévy area A (``log_ode_midpoint`` with general noise), unknown options or keyword
+``extra=True`` returns the solver state (reversible Heun's (f, g, z), () otherwise), which ``extra_solver_state``
+takes back. What this module cannot honour raises a ``ValueError`` that names it: ``extra``/``extra_solver_state``
+in ``sdeint_adjoint``, Lévy area A (``log_ode_midpoint`` with general noise), unknown options or keyword
 arguments, and SDEs given only through ``g_prod``/``f_and_g_prod`` (no ``g``).
 """
 from __future__ import annotations
@@ -93,7 +94,10 @@ def sdeint(sde, y0: torch.Tensor, ts, bm=None, method: Optional[str] = None, dt=
     p = _prepare("sdeint", sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
                  extra_solver_state, unused_kwargs)
     states = p.solve(p.y0)
-    return p.finish(states)
+    out = p.finish(states)
+    if not extra:
+        return out
+    return (*out, p.extra_out) if logqp else (out, p.extra_out)
 
 
 def sdeint_adjoint(sde, y0: torch.Tensor, ts, bm=None, method: Optional[str] = None,
@@ -116,6 +120,8 @@ def sdeint_adjoint(sde, y0: torch.Tensor, ts, bm=None, method: Optional[str] = N
     if adjoint_options:
         raise ValueError(f"sdeint_adjoint: adjoint_options {sorted(adjoint_options)} are not supported; pass "
                          "adjoint_options=None.")
+    if extra or extra_solver_state is not None:
+        raise ValueError("sdeint_adjoint: extra=True and extra_solver_state are supported by sdeint only.")
     p = _prepare("sdeint_adjoint", sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names,
                  logqp, extra, extra_solver_state, unused_kwargs)
     params = list(sde.parameters()) if adjoint_params is None else list(adjoint_params)
@@ -144,12 +150,17 @@ class _Prepared:
         counter = self.counted.counter = Counter()
         if self.method == "reversible_heun":
             stepper = reversible_heun.ReversibleHeunStepper(self.counted.f_and_g, self.axpy, y0)
+            if self.extra_in:
+                f0, g0, z0 = self.extra_in
+                stepper.init = lambda field, t0, y: (y, z0, f0, g0)
         else:
             stepper = SDEStepper(self.scheme.make_step(self.counted, self.counted.f_and_g, self.noise_type), y0)
         if self.adaptive:
             return self._solve_adaptive(stepper, y0, counter)
         run = fixed_loop(stepper, None, y0, self.grid.times, self.is_output, self.control, counter,
                          controls=self.noise.controls(self.grid.times, y0.dtype, y0.device))
+        # torchsde's extra solver state: reversible Heun's (f, g, z) at the final time, () for the other methods
+        self.extra_out = (run.state[2], run.state[3], run.state[1]) if self.method == "reversible_heun" else ()
         return torch.stack(run.ys)
 
     def _solve_adaptive(self, stepper, y0: torch.Tensor, counter: Counter) -> torch.Tensor:
@@ -157,6 +168,7 @@ class _Prepared:
         doubling = StepDoublingSDE(stepper, lambda a, b: noise.query(a, b, dtype, device), self.dt_min)
         control = StepControl(rtol=self.rtol, atol=self.atol, first_step=self.dt, min_step=self.dt_min)
         states = [y0]
+        self.extra_out = ()
         run = adaptive_loop(doubling, None, y0, self.ts_list, control, counter,
                             on_step=lambda ta, tb, y, y1, dense, s: states.append(y1), keep_times=True)
         self.grid = grid_from_times(list(run.times), self.ts_list)
@@ -180,10 +192,13 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
              extra_solver_state, unused_kwargs) -> _Prepared:
     if unused_kwargs:
         raise ValueError(f"{where}: unexpected keyword arguments {sorted(unused_kwargs)}.")
-    if extra:
-        raise ValueError(f"{where}: extra=True (returning the solver's internal state) is not supported.")
-    if extra_solver_state is not None:
-        raise ValueError(f"{where}: extra_solver_state is not supported; the solver starts from y0 alone.")
+    extra_in = None if extra_solver_state is None else tuple(extra_solver_state)
+    if extra_in is not None and len(extra_in) > 0 and method != "reversible_heun":
+        raise ValueError(f"{where}: extra_solver_state must be () for method={method!r}; only reversible_heun "
+                         "carries a solver state (f, g, z).")
+    if extra_in and (len(extra_in) != 3 or adaptive):
+        raise ValueError(f"{where}: extra_solver_state for reversible_heun is (f, g, z) from a fixed-step "
+                         "sdeint(..., extra=True).")
     if names:
         unknown = sorted(set(names) - set(_RENAMES))
         if unknown:
@@ -254,6 +269,7 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
     p.method, p.scheme, p.noise_type, p.sde_type, p.logqp, p.extra, p.dt = (
         method, scheme, noise_type, sde_type, logqp, extra, dt)
     p.y0, p.counted = y0, _CountedSDE(sde)
+    p.extra_in, p.extra_out = extra_in, ()
     p.axpy = diffusion_axpy(noise_type)
     p.grid = dt_grid(ts, dt)
     p.is_output = [False] * len(p.grid.times)

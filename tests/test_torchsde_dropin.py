@@ -353,8 +353,7 @@ def test_default_noise_replays_in_the_adjoint():
 
 
 @pytest.mark.parametrize("kwargs,needle", [
-    ({"extra": True}, "extra"),
-    ({"extra_solver_state": ()}, "extra_solver_state"),
+    ({"extra_solver_state": (torch.zeros(2, 3),) * 3}, "extra_solver_state"),
     ({"options": {"foo": 1}}, "options"),
     ({"method": "rk4"}, "method"),
     ({"bogus": 1}, "bogus"),
@@ -423,3 +422,29 @@ def test_adaptive_adjoint_gradient_near_closed_form():
     ys[-1].sum().backward()
     exact = _gbm_exact(sde, y0, bm(0.0, 1.0)).sum().detach()
     assert abs(sde.mu.grad.item() / exact.item() - 1) < 0.02
+
+
+def test_extra_state_runs_reversible_heun_backwards_exactly():
+    # Reversible Heun's (f, g, z) at the end, handed to a solve of the time-reversed SDE (drift and diffusion
+    # negated, bm(ta, tb) = W(−tb..−ta)) over the same path, retraces the forward states to rounding.
+    sde = Net("general", "stratonovich").double()
+
+    class Reversed(nn.Module):
+        noise_type, sde_type = "general", "stratonovich"
+
+        def f(self, t, y):
+            return -sde.f(-t, y)
+
+        def g(self, t, y):
+            return -sde.g(-t, y)
+
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    ts = torch.linspace(0, 1, 5, dtype=torch.float64)
+    bm = BrownianInterval(0.0, 1.0, size=(4, 2), dtype=torch.float64, entropy=8)
+    with torch.no_grad():
+        ys, (f, g, z) = pts.sdeint(sde, y0, ts, bm=bm, method="reversible_heun", dt=1 / 32, extra=True)
+        back = pts.sdeint(Reversed(), ys[-1], -ts.flip(0), bm=pts.ReverseBrownian(bm), method="reversible_heun",
+                          dt=1 / 32, extra_solver_state=(-f, -g, z))
+    torch.testing.assert_close(back.flip(0), ys, rtol=0, atol=1e-12)
+    ys2, extra = pts.sdeint(Net("diagonal", "ito"), y0.float(), [0.0, 1.0], method="euler", dt=0.1, extra=True)
+    assert extra == ()
