@@ -154,7 +154,7 @@ class _Prepared:
                 f0, g0, z0 = self.extra_in
                 stepper.init = lambda field, t0, y: (y, z0, f0, g0)
         else:
-            stepper = SDEStepper(self.scheme.make_step(self.counted, self.counted.f_and_g, self.noise_type), y0)
+            stepper = SDEStepper(self.scheme.make_step(self.counted, self.counted.f_and_g, self.step_noise_type), y0)
         if self.adaptive:
             return self._solve_adaptive(stepper, y0, counter)
         run = fixed_loop(stepper, None, y0, self.grid.times, self.is_output, self.control, counter,
@@ -225,12 +225,26 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
     dt = float(dt)
     if not (math.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be a positive number, got {dt}.")
-    if not callable(getattr(sde, "g", None)) and not callable(getattr(sde, "f_and_g", None)):
-        raise ValueError(f"{where}: the sde must define g (or f_and_g); an SDE given only through g_prod or "
-                         "f_and_g_prod is not supported by pyjode.torchsde.")
-    if not callable(getattr(sde, "f", None)) and not callable(getattr(sde, "f_and_g", None)):
+    has = {n: callable(getattr(sde, n, None)) for n in ("f", "g", "f_and_g", "g_prod", "f_and_g_prod")}
+    if not (has["f"] or has["f_and_g"] or has["f_and_g_prod"]):
         raise ValueError("sde must define at least one of `f`, `f_and_g`, or `f_and_g_prod`.")
-    sde = _Complete(sde)
+    if not (has["g"] or has["f_and_g"] or has["g_prod"] or has["f_and_g_prod"]):
+        raise ValueError("sde must define at least one of `g`, `f_and_g`, `g_prod` or `f_and_g_prod`.")
+    by_product = not (has["g"] or has["f_and_g"])
+    if by_product:
+        # the diffusion only as a product g(t, y)·v: the methods that need nothing else run on it
+        if bm is None:
+            raise ValueError("Cannot infer noise size (i.e. number of Brownian motion channels). Either pass `bm` "
+                             "explicitly, or specify one of the `g`, `f_and_g` functions.")
+        resolved = _default_method(sde.sde_type, sde.noise_type) if method is None else method
+        if logqp or resolved not in ("euler", "midpoint", "heun", "euler_heun", "reversible_heun") or \
+                where == "sdeint_adjoint" or adaptive:
+            raise ValueError(f"{where}: an SDE given through g_prod/f_and_g_prod (no g) runs with sdeint, fixed "
+                             "steps and method euler, midpoint, heun, euler_heun or reversible_heun, without logqp; "
+                             "define g for the others.")
+        sde = _ByProduct(sde, torch.Size(bm.shape))
+    else:
+        sde = _Complete(sde)
     if logqp:
         sde = LogqpSDE(sde)
         y0 = torch.cat((y0, y0.new_zeros(y0.size(0), 1)), dim=1)
@@ -249,7 +263,7 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
 
     with torch.no_grad():
         f0, g0 = sde.f_and_g(ts[0].to(y0.dtype), y0)
-    shape = _noise_shape(f0, g0, y0, noise_type)
+    shape = sde.shape if by_product else _noise_shape(f0, g0, y0, noise_type)
     if bm is not None:
         if len(bm.shape) != 2:
             raise ValueError("`bm` must be of shape (batch, noise_channels).")
@@ -270,7 +284,8 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
         method, scheme, noise_type, sde_type, logqp, extra, dt)
     p.y0, p.counted = y0, _CountedSDE(sde)
     p.extra_in, p.extra_out = extra_in, ()
-    p.axpy = diffusion_axpy(noise_type)
+    p.axpy = diffusion_axpy("g_prod" if by_product else noise_type)
+    p.step_noise_type = "g_prod" if by_product else noise_type
     p.grid = dt_grid(ts, dt)
     p.is_output = [False] * len(p.grid.times)
     for k in p.grid.nodes[1:]:
@@ -308,6 +323,40 @@ class _Complete:
         h = getattr(sde, "h", None)
         if callable(h):
             self.h = h
+
+
+class _ByProduct:
+    """An SDE given through g_prod(t, y, v) or f_and_g_prod(t, y, v): g(t, y) is the operator v -> g(t, y)·v."""
+
+    def __init__(self, sde, shape: torch.Size) -> None:
+        self.noise_type, self.sde_type, self.shape = sde.noise_type, sde.sde_type, shape
+        f, g_prod, fgp = (getattr(sde, n, None) for n in ("f", "g_prod", "f_and_g_prod"))
+        if not callable(g_prod):
+            g_prod = lambda t, y, v: fgp(t, y, v)[1]  # noqa: E731
+        if not callable(f):
+            f = lambda t, y: fgp(t, y, torch.zeros(shape, dtype=y.dtype, device=y.device))[0]  # noqa: E731
+        self.f = f
+        self.g = lambda t, y: _Product(g_prod, t, y)
+        self.f_and_g = lambda t, y: (f(t, y), _Product(g_prod, t, y))
+
+
+class _Product:
+    """v -> Σ_i g_prod(t_i, y_i, v): a diffusion known only through its products (sums arise in Heun's methods)."""
+
+    def __init__(self, g_prod, t, y, rest=()):
+        self.terms = ((g_prod, t, y),) + tuple(rest)
+
+    def __add__(self, other: "_Product") -> "_Product":
+        out = _Product.__new__(_Product)
+        out.terms = self.terms + other.terms
+        return out
+
+    def __call__(self, v):
+        total = None
+        for g_prod, t, y in self.terms:
+            gv = g_prod(t, y, v)
+            total = gv if total is None else total + gv
+        return total
 
 
 def _default_method(sde_type: str, noise_type: str) -> str:

@@ -448,3 +448,35 @@ def test_extra_state_runs_reversible_heun_backwards_exactly():
     torch.testing.assert_close(back.flip(0), ys, rtol=0, atol=1e-12)
     ys2, extra = pts.sdeint(Net("diagonal", "ito"), y0.float(), [0.0, 1.0], method="euler", dt=0.1, extra=True)
     assert extra == ()
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "heun", "euler_heun", "reversible_heun"])
+def test_g_prod_fast_path_matches_the_matrix_diffusion(method):
+    # The same general-noise SDE given through g, through g_prod and through f_and_g_prod: equal solutions.
+    sde_type = "ito" if method == "euler" else "stratonovich"
+    full = Net("general", sde_type).double()
+
+    class ByProduct(nn.Module):
+        noise_type, sde_type = "general", full.sde_type
+
+        def f(self, t, y):
+            return full.f(t, y)
+
+        def g_prod(self, t, y, v):
+            return (full.g(t, y) @ v.unsqueeze(-1)).squeeze(-1)
+
+    class ByFAndGProd(nn.Module):
+        noise_type, sde_type = "general", full.sde_type
+
+        def f_and_g_prod(self, t, y, v):
+            return full.f(t, y), (full.g(t, y) @ v.unsqueeze(-1)).squeeze(-1)
+
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    ts = torch.linspace(0, 1, 4, dtype=torch.float64)
+    bm = BrownianInterval(0.0, 1.0, size=(4, 2), dtype=torch.float64, entropy=6)
+    expected = pts.sdeint(full, y0, ts, bm=bm, method=method, dt=0.05)
+    for sde in (ByProduct(), ByFAndGProd()):
+        torch.testing.assert_close(pts.sdeint(sde, y0, ts, bm=bm, method=method, dt=0.05), expected,
+                                   rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="g_prod"):
+        pts.sdeint(ByProduct(), y0, ts, bm=bm, method=method, dt=0.05, logqp=True)
