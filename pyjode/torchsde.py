@@ -37,6 +37,7 @@ from .sde.dt_grid import dt_grid, grid_from_times, interpolate_outputs
 from .sde.logqp import LogqpSDE, split_logqp
 from .sde.methods import (EULER, EULER_HEUN, HEUN, MIDPOINT, MILSTEIN, MILSTEIN_GRAD_FREE, MILSTEIN_STRATONOVICH,
                           MILSTEIN_STRATONOVICH_GRAD_FREE, SRK)
+from .sde.methods.log_ode import LOG_ODE
 from .sde.methods.method import SDEStepper
 from .sde.noise_types import NOISE_TYPES, SDE_TYPES, diffusion_axpy, diffusion_cotangent, diffusion_product
 from .sde.sdeint import _CountedSDE, _Problem
@@ -292,6 +293,14 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
         p.is_output[k] = True
     p.control = StepControl(step_size=dt)
     with_u = scheme.levy_area == "space-time"
+    with_a = scheme.levy_area == "levy"
+    if with_a and bm is None:
+        # Lévy area comes from a Brownian interval with Foster's approximation, as torchsde builds by default
+        bm = BrownianInterval(t0=float(ts[0]), t1=float(ts[-1]), size=shape, dtype=y0.dtype, device=y0.device,
+                              levy_area_approximation="foster")
+    if with_a and (where == "sdeint_adjoint" or by_product):
+        raise ValueError(f"{where}: method={method!r} with general noise reads the diffusion's Jacobian and is "
+                         "available in sdeint with g; use 'midpoint' or 'heun' otherwise.")
     p.adaptive = bool(adaptive)
     if adaptive:
         rtol, atol, dt_min = float(rtol), float(atol), float(dt_min)
@@ -304,10 +313,11 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
         if bm is None:
             # adaptive steps query the path at times not known in advance: a Brownian interval answers them all
             bm = BrownianInterval(t0=float(ts[0]), t1=float(ts[-1]), size=shape, dtype=y0.dtype, device=y0.device,
-                                  levy_area_approximation="space-time" if with_u else "none")
+                                  levy_area_approximation="foster" if with_a else
+                                  ("space-time" if with_u else "none"))
         p.rtol, p.atol, p.dt_min = rtol, atol, dt_min
         p.ts_list = [float(t) for t in ts.detach().cpu().double().tolist()]
-    p.noise = StepNoise(bm, shape, with_u=with_u)
+    p.noise = StepNoise(bm, shape, with_u=with_u, with_a=with_a)
     return p
 
 
@@ -376,11 +386,8 @@ def _scheme(where, method, noise_type, sde_type, grad_free):
                   ("stratonovich", False): MILSTEIN_STRATONOVICH,
                   ("stratonovich", True): MILSTEIN_STRATONOVICH_GRAD_FREE}[(sde_type, grad_free)]
     elif method in ("log_ode", "log_ode_midpoint"):  # torchsde's name is "log_ode"
-        if noise_type == "general":
-            raise ValueError(f"{where}: method='log_ode_midpoint' with general noise needs Lévy area, which "
-                             "pyjode.torchsde does not provide; use 'midpoint' or 'heun'.")
         # Without general noise the log-ODE scheme's Lévy-area term vanishes: it is the midpoint scheme.
-        chosen = MIDPOINT
+        chosen = LOG_ODE if noise_type == "general" else MIDPOINT
     else:
         chosen = {"euler": EULER, "srk": SRK, "midpoint": MIDPOINT, "heun": HEUN, "euler_heun": EULER_HEUN}[method]
     ok_type = chosen.sde_type == sde_type

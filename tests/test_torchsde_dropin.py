@@ -365,9 +365,9 @@ def test_what_cannot_be_honoured_raises_naming_it(kwargs, needle):
         pts.sdeint(sde, torch.randn(2, 3), [0.0, 1.0], **kwargs)
 
 
-def test_log_ode_with_general_noise_raises():
+def test_log_ode_adjoint_and_adaptive_adjoint_raise():
     with pytest.raises(ValueError, match="log_ode"):
-        pts.sdeint(Net("general", "stratonovich"), torch.randn(2, 3), [0.0, 1.0], method="log_ode")
+        pts.sdeint_adjoint(Net("general", "stratonovich"), torch.randn(2, 3), [0.0, 1.0], method="log_ode")
     with pytest.raises(ValueError, match="adjoint_adaptive"):
         pts.sdeint_adjoint(Net("diagonal", "ito"), torch.randn(2, 3), [0.0, 1.0], adjoint_adaptive=True)
 
@@ -480,3 +480,17 @@ def test_g_prod_fast_path_matches_the_matrix_diffusion(method):
                                    rtol=0, atol=1e-13)
     with pytest.raises(ValueError, match="g_prod"):
         pts.sdeint(ByProduct(), y0, ts, bm=bm, method=method, dt=0.05, logqp=True)
+
+
+def test_log_ode_general_noise_matches_torchsde():
+    # The Lévy-area term Σ_l J_{g_l}(g A)_l, on torchsde's own Brownian interval with Foster's approximation.
+    sde = Net("general", "stratonovich").double()
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    ts = torch.linspace(0, 1, 5, dtype=torch.float64)
+    bm = torchsde.BrownianInterval(0.0, 1.0, size=(4, 2), dtype=torch.float64, entropy=4,
+                                   levy_area_approximation="foster")
+    expected = torchsde.sdeint(sde, y0, ts, bm=bm, method="log_ode", dt=0.05)
+    torch.testing.assert_close(pts.sdeint(sde, y0, ts, bm=bm, method="log_ode", dt=0.05), expected,
+                               rtol=0, atol=1e-13)
+    ours = pts.sdeint(sde, y0, ts, method="log_ode", dt=0.05)  # default path: a Foster Brownian interval
+    assert ours.shape == (5, 4, 3) and bool(torch.isfinite(ours).all())

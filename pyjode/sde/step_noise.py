@@ -20,8 +20,8 @@ CHUNK = 256
 
 
 class StepNoise:
-    def __init__(self, bm, shape: torch.Size, with_u: bool, seed: int | None = None) -> None:
-        self.bm, self.shape, self.with_u = bm, torch.Size(shape), with_u
+    def __init__(self, bm, shape: torch.Size, with_u: bool, seed: int | None = None, with_a: bool = False) -> None:
+        self.bm, self.shape, self.with_u, self.with_a = bm, torch.Size(shape), with_u, with_a
         if bm is None:
             seed = int(torch.randint(0, 2 ** 62, (1,)).item()) if seed is None else seed
             self._key = stream_key(seed, 7)
@@ -31,7 +31,10 @@ class StepNoise:
         if self.bm is not None:
             out = []
             for a, b in zip(times[:-1], times[1:]):
-                if self.with_u:
+                if self.with_a:
+                    w, area = self.bm(a, b, return_A=True)
+                    out.append((w.to(device=device, dtype=dtype), area.to(device=device, dtype=dtype)))
+                elif self.with_u:
                     w, u = self.bm(a, b, return_U=True)
                     out.append((w.to(device=device, dtype=dtype), u.to(device=device, dtype=dtype)))
                 else:
