@@ -260,6 +260,10 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
                          "(method='milstein').")
     if grad_free and method != "milstein":
         raise ValueError(f"{where}: options={{'grad_free': True}} applies to method='milstein' only.")
+    if adaptive and method == "euler" and noise_type != "additive":
+        # (before the method's checks, as torchsde warns before it validates the method against the SDE)
+        warnings.warn("Numerical solution is not guaranteed to converge to the correct solution when using "
+                      "adaptive time-stepping with the Euler--Maruyama method with non-additive noise.")
     scheme = _scheme(where, method, noise_type, sde_type, grad_free)
 
     with torch.no_grad():
@@ -307,9 +311,6 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
         if not (rtol >= 0 and atol >= 0 and rtol + atol > 0 and dt_min >= 0):
             raise ValueError(f"{where}: adaptive steps need rtol, atol >= 0 (not both 0) and dt_min >= 0; got "
                              f"rtol={rtol}, atol={atol}, dt_min={dt_min}.")
-        if method == "euler" and noise_type != "additive":
-            warnings.warn("Numerical solution is not guaranteed to converge to the correct solution when using "
-                          "adaptive time-stepping with the Euler--Maruyama method with non-additive noise.")
         if bm is None:
             # adaptive steps query the path at times not known in advance: a Brownian interval answers them all
             bm = BrownianInterval(t0=float(ts[0]), t1=float(ts[-1]), size=shape, dtype=y0.dtype, device=y0.device,
