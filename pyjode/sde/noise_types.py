@@ -56,7 +56,13 @@ def _matrix_axpy(y, g, dw, c):
     return torch.add(y, (g @ dw.unsqueeze(-1)).squeeze(-1), alpha=c)
 
 
-_AXPY = {"diagonal": _diagonal_axpy, "scalar": _scalar_axpy, "additive": _matrix_axpy,
+def _product_axpy(y, g, dw, c):
+    # g is a diffusion-vector product operator (an SDE given through g_prod): y + c·g(dW)
+    out = g(dw)
+    return torch.add(y, out) if c == 1.0 else torch.add(y, out, alpha=c)
+
+
+_AXPY = {"g_prod": _product_axpy, "diagonal": _diagonal_axpy, "scalar": _scalar_axpy, "additive": _matrix_axpy,
          "general": _matrix_axpy}
 
 _PRODUCTS = {"diagonal": (_diagonal_product, _diagonal_cotangent),

@@ -42,7 +42,11 @@ class WongZakai(nn.Module):
             if t0 is None or t1 is None or shape is None:
                 raise ValueError("WongZakai: pass noise=..., or t0, t1 and shape for the default "
                                  "CosineNoise.")
-            noise = CosineNoise(t0, t1, shape, n_terms=n_terms, seed=seed)
+            # The noise lives where the SDE computes: its parameters' (or buffers') device and dtype.
+            like = next(iter(_tensors(sde)), None)
+            noise = CosineNoise(t0, t1, shape, n_terms=n_terms, seed=seed,
+                                dtype=None if like is None else like.dtype,
+                                device=None if like is None else like.device)
         if not all(callable(getattr(noise, name, None)) for name in ("rate", "resample")):
             raise TypeError("WongZakai: noise must provide rate(t) and resample() "
                             "(CosineNoise or PiecewiseLinearNoise).")
@@ -84,9 +88,20 @@ class WongZakai(nn.Module):
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self._check_call(t, y)
         f = self.sde.f(t, y)
-        rate = self.noise.rate(t).to(y.dtype)
+        rate = self.noise.rate(t)
+        if rate.device != y.device:
+            raise ValueError(f"WongZakai: the noise is on {rate.device} but y is on {y.device}; move the field "
+                             f"with .to({str(y.device)!r}) (the noise is a submodule and moves with it).")
+        rate = rate.to(y.dtype)
         if not self._correct:
             return f + self._product(self.sde.g(t, y), rate)
         g, g_dg = diffusion_and_jvp(self.sde, t, y, self.noise_type)
         drift = f - 0.5 * (g_dg[..., 0] if self.noise_type == "scalar" else g_dg)
         return drift + self._product(g, rate)
+
+
+def _tensors(sde):
+    """The SDE's parameters and buffers, when it is an nn.Module."""
+    if isinstance(sde, nn.Module):
+        yield from sde.parameters()
+        yield from sde.buffers()

@@ -20,6 +20,9 @@ class SDEMethod:
     sde_type: str                 # the calculus the method converges to: "ito" or "stratonovich"
     noise_types: tuple[str, ...]  # noise types it supports
     make_step: MakeStep
+    # what the step's control holds: "none" the increment dW, "space-time" the pair (dW, U) with
+    # U = ∫ (W_s − W_t0) ds over the step (what Rößler's order 1.5 schemes need)
+    levy_area: str = "none"
 
 
 class SDEStepper(Stepper):
