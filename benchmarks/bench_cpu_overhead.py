@@ -18,22 +18,14 @@ import statistics
 import time
 
 import torch
-from torch import nn
 
 import pyjode
+
+from .bench_forward import MLP
 
 RTOL, ATOL = 1e-5, 1e-6
 ROWS = [("small 2-32-2", 2, 32, 1), ("small 2-32-2", 2, 32, 16), ("medium 16-256-16", 16, 256, 1),
         ("medium 16-256-16", 16, 256, 16)]
-
-
-class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, dim))
-
-    def forward(self, t, y):
-        return self.net(y)
 
 
 def cpu_ms(fn, solves: int) -> float:
