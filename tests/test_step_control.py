@@ -161,3 +161,13 @@ def test_solve_returns_a_solution_with_a_differentiable_dense_output():
         pyjode.solve(field, y0, [0.0, 1.0], adjoint="backsolve", dense=True)
     with pytest.raises(TypeError, match="pyjode.solve"):
         pyjode.odeint(field, y0, [0.0, 1.0], dense=True)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4", "sdirk2", "trbdf2", "radauIIA5", pyjode.Reversible("rk4")])
+def test_a_single_output_time_takes_no_step(method):
+    y0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+    stats = pyjode.Stats()
+    ys = pyjode.odeint(lambda t, y: -y, y0, torch.tensor([8.0], dtype=F64), method=method, stats=stats)
+    assert ys.shape == (1, 2) and torch.equal(ys[0], y0) and stats.steps_forward == 0
+    (g,) = torch.autograd.grad(ys.sum(), y0)
+    torch.testing.assert_close(g, torch.ones_like(y0))
