@@ -28,9 +28,11 @@ bounded for stiff components.
 converged stages ``Z*`` are then attached to the graph by one Newton step with the exact Jacobian of the
 stage equations ``G(Z; y, θ) = 0`` at ``Z*``:
 
-    Z = Z* - (∂G/∂Z)^{-1} G(Z*; y, θ),   so   dZ = -(∂G/∂Z)^{-1} ∂G/∂(y, θ)
+    Z = Z* - (C - C.detach()),   C = (∂G/∂Z)^{-1} G(Z*; y, θ),   so   dZ = -(∂G/∂Z)^{-1} ∂G/∂(y, θ)
 
-which is the implicit function theorem. The gradient is therefore the exact derivative of the discrete
+which is the implicit function theorem. Only the derivative of the Newton correction ``C`` is kept, not its
+value: the stages stay exactly the converged ones, so a solve with autograd takes the same steps and gives
+the same values as one without. The gradient is therefore the exact derivative of the discrete
 solution defined by exactly solved stage equations (the step sizes held fixed, as for explicit methods), at
 the stages actually computed; it does not differentiate the iteration (whose derivative would depend on how
 many iterations were taken and on the stale Jacobian). It costs one Jacobian per implicit stage and step,
@@ -420,7 +422,8 @@ class ImplicitRungeKutta(Stepper):
                 G = zs - base - (h * g) * fz.reshape(-1)
                 if G.requires_grad:
                     blocks = self._blocks(field, hook, t0 + self.c[i] * h, zs)
-                    z = zs - solve_dirk(factor_dirk(blocks, h * g, self.stats), G)
+                    correction = solve_dirk(factor_dirk(blocks, h * g, self.stats), G)
+                    z = zs - (correction - correction.detach())  # its derivative only (module docstring)
                 else:
                     z = zs
                 out.append(z)
@@ -436,7 +439,8 @@ class ImplicitRungeKutta(Stepper):
             return Ws
         per_stage = stage_jacobians([self._blocks(field, hook, t0 + self.c[i] * h, Zs[i]) for i in range(self.s)])
         factors = factor_firk(self.blocks, self.A, h, self.stats, per_stage=per_stage)
-        return Ws - solve_firk(factors, G)
+        correction = solve_firk(factors, G)
+        return Ws - (correction - correction.detach())  # its derivative only (module docstring)
 
     def _slopes(self, h: float, y: torch.Tensor, f0, Z) -> torch.Tensor:
         """The stage slopes k_i, ``(s, n)``, from the stage equations (no further evaluations of f)."""
