@@ -326,11 +326,8 @@ class ImplicitRungeKutta(Stepper):
         self.eta_rate = 0.0
         rate = 0.0
         for i in range(self.s):
-            row, g = self.a[i], self.a[i][i]
-            base = y_flat
-            for j in range(i):
-                if row[j] != 0:
-                    base = base + (h * row[j]) * K[j]
+            g = self.a[i][i]
+            base = self._stage_base(i, h, y_flat, K)
             if g == 0:  # the explicit first stage
                 Z.append(y_flat)
                 K.append(f0)
@@ -404,11 +401,8 @@ class ImplicitRungeKutta(Stepper):
         if self.dirk:
             out, K = [], []
             for i in range(self.s):
-                row, g = self.a[i], self.a[i][i]
-                base = y_flat
-                for j in range(i):
-                    if row[j] != 0:
-                        base = base + (h * row[j]) * K[j]
+                g = self.a[i][i]
+                base = self._stage_base(i, h, y_flat, K)
                 if g == 0:
                     out.append(y_flat)
                     K.append(f0.reshape(-1))
@@ -442,6 +436,14 @@ class ImplicitRungeKutta(Stepper):
         correction = solve_firk(factors, G)
         return Ws - (correction - correction.detach())  # its derivative only (module docstring)
 
+    def _stage_base(self, i: int, h: float, y_flat: torch.Tensor, K) -> torch.Tensor:
+        """y + h sum_{j<i} a_ij k_j: the known part of a diagonally implicit stage i."""
+        row, base = self.a[i], y_flat
+        for j in range(i):
+            if row[j] != 0:
+                base = base + (h * row[j]) * K[j]
+        return base
+
     def _slopes(self, h: float, y: torch.Tensor, f0, Z) -> torch.Tensor:
         """The stage slopes k_i, ``(s, n)``, from the stage equations (no further evaluations of f)."""
         if not self.dirk:
@@ -449,15 +451,11 @@ class ImplicitRungeKutta(Stepper):
         y_flat = y.reshape(-1)
         K = []
         for i in range(self.s):
-            row, g = self.a[i], self.a[i][i]
+            g = self.a[i][i]
             if g == 0:
                 K.append(f0.reshape(-1))
                 continue
-            base = y_flat
-            for j in range(i):
-                if row[j] != 0:
-                    base = base + (h * row[j]) * K[j]
-            K.append((Z[i] - base) / (h * g))
+            K.append((Z[i] - self._stage_base(i, h, y_flat, K)) / (h * g))
         return torch.stack(K)
 
     def _solution(self, h: float, y: torch.Tensor, Z, K: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .tableau import check_stages
+
 __all__ = ["ImplicitTableau", "IMPLICIT_TABLEAUS", "collocation_interp"]
 
 
@@ -68,12 +70,7 @@ class ImplicitTableau:
 
     def _validate(self) -> None:
         s, tol, name = len(self.b), self._tol, self.name
-        if self.c.shape != (s,) or self.a.shape != (s, s):
-            raise ValueError(f"tableau {name!r}: c, a and b must describe the same number of stages")
-        if np.max(np.abs(self.a.sum(axis=1) - self.c)) > tol:
-            raise ValueError(f"tableau {name!r}: row sums of a must equal c")
-        if abs(self.b.sum() - 1.0) > tol:
-            raise ValueError(f"tableau {name!r}: the weights b must sum to 1")
+        check_stages(name, self.c, self.a, self.b, tol)
         if self.b_error is not None:
             if self.b_error.shape != (s,) or abs(self.b_error.sum()) > tol or self.error_order is None:
                 raise ValueError(f"tableau {name!r}: b_error needs one entry per stage summing to 0, and error_order")

@@ -131,12 +131,12 @@ def fixed_loop(stepper: Stepper, field, y0: torch.Tensor, grid: Sequence[float],
     state = stepper.init(field, control.evaluation_span(grid[0], grid[1], dtype)[0], y0)
     ys, times, output_steps = [y0], (array("d", grid) if keep_times else None), [0]
     controls = iter(controls) if controls is not None else None
-    moves_ends, has_jumps = control.moves_ends, bool(control.jump_ts)
+    moves_ends, has_jumps, callbacks = control.moves_ends, bool(control.jump_ts), control.callbacks
     for k in range(len(grid) - 1):
         t0, t1 = control.evaluation_span(grid[k], grid[k + 1], dtype) if moves_ends else (grid[k], grid[k + 1])
         c = next(controls) if controls is not None else None
-        if control.callbacks is not None:
-            control.callbacks.step(t0, stepper.output(state), t1 - t0)
+        if callbacks is not None:
+            callbacks.step(t0, stepper.output(state), t1 - t0)
         state1, _, dense = stepper.step(field, t0, t1, state, c)
         if on_step is not None:
             on_step(t0, t1, stepper.output(state), stepper.output(state1), dense, stepper)
@@ -193,7 +193,8 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
     targets, jumps = control.targets(t0, t_end, extra=() if stepper.dense_output else ts[1:])
 
     dtype = y0.dtype
-    moves_ends = control.moves_ends
+    moves_ends, callbacks = control.moves_ends, control.callbacks
+    min_step, max_step, accept_min_step = control.min_step, control.max_step, control.accept_min_step
     state = stepper.init(field, control.evaluation_span(t0, t_end, dtype)[0], y0)
     first = control.first_step if control.first_step is not None else control.step_size
     if first is None:
@@ -228,30 +229,30 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
         t1 = target if clipped else t + direction * h_used
         # the times the step is evaluated between: just inside any jump it starts or ends on
         ta, tb = control.evaluation_span(t, t1, dtype) if moves_ends else (t, t1)
-        if control.callbacks is not None:
-            control.callbacks.step(ta, y, tb - ta)
+        if callbacks is not None:
+            callbacks.step(ta, y, tb - ta)
         state1, err, dense = stepper.step(field, ta, tb, state, None)
         y1 = stepper.output(state1)
         with torch.no_grad():  # step control is not differentiated
             scale = torch.maximum(y.abs(), y1.abs()).mul_(rtol).add_(atol)
             ratio = float(norm(err.view(y.shape).div_(scale)))
-        forced = control.accept_min_step and h_used <= control.min_step and math.isfinite(ratio)
+        forced = accept_min_step and h_used <= min_step and math.isfinite(ratio)
         if not ratio <= 1.0 and not forced:  # also catches NaN
             last_bad = not math.isfinite(ratio)
             counter.rejected += 1
             just_rejected = True
-            if control.callbacks is not None:
-                control.callbacks.reject(ta, y, tb - ta)
-            if h_used <= control.min_step:
+            if callbacks is not None:
+                callbacks.reject(ta, y, tb - ta)
+            if h_used <= min_step:
                 raise SolveError(
                     f"a step of min_step={control.min_step:.3g} failed its error test at t={t:.6g} (error ratio "
                     f"{ratio:.3g})", t=t, cause="min_step",
                     hint="lower min_step, loosen rtol/atol, or check the vector field there")
-            h = max(h_used * controller.reject_factor(ratio, k), control.min_step)
+            h = max(h_used * controller.reject_factor(ratio, k), min_step)
             continue
         last_bad = False
-        if control.callbacks is not None:
-            control.callbacks.accept(ta, y, tb - ta)
+        if callbacks is not None:
+            callbacks.accept(ta, y, tb - ta)
         counter.steps += 1
         accepted += 1
         thetas = []
@@ -278,7 +279,7 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
         proposal = h_used * (min(fac, 1.0) if just_rejected else fac)
         # A step shortened only to land on a target says nothing against the step proposed before it.
         h = max(proposal, h) if clipped else proposal
-        h = min(max(h, control.min_step), control.max_step)
+        h = min(max(h, min_step), max_step)
         just_rejected = False
         prev_ratio = max(ratio, 1e-4)
     return Run(ys, state, times, output_steps)

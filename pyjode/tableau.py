@@ -30,6 +30,18 @@ def _as_array(rows) -> np.ndarray:
     return np.array([[float(x) for x in row] for row in rows], dtype=np.float64)
 
 
+def check_stages(name: str, c: np.ndarray, a: np.ndarray, b: np.ndarray, tol: float) -> None:
+    """What every Runge–Kutta tableau, explicit or implicit, must satisfy: one c, row of a and b per stage,
+    row sums of a equal to c, and weights b summing to 1 (first-order consistency)."""
+    s = len(b)
+    if c.shape != (s,) or a.shape != (s, s):
+        raise ValueError(f"tableau {name!r}: c, a and b must describe the same number of stages")
+    if np.max(np.abs(a.sum(axis=1) - c)) > tol:
+        raise ValueError(f"tableau {name!r}: row sums of a must equal c")
+    if abs(b.sum() - 1.0) > tol:
+        raise ValueError(f"tableau {name!r}: the weights b must sum to 1")
+
+
 @dataclass(frozen=True, eq=False)
 class ButcherTableau:
     """An explicit Runge–Kutta method.
@@ -77,14 +89,9 @@ class ButcherTableau:
 
     def _validate(self) -> None:
         s, tol, name = len(self.b), self._tol, self.name
-        if self.c.shape != (s,) or self.a.shape != (s, s):
-            raise ValueError(f"tableau {name!r}: c, a and b must describe the same number of stages")
+        check_stages(name, self.c, self.a, self.b, tol)
         if np.any(np.triu(self.a) != 0):
             raise ValueError(f"tableau {name!r}: a must be strictly lower triangular (explicit method)")
-        if np.max(np.abs(self.a.sum(axis=1) - self.c)) > tol:
-            raise ValueError(f"tableau {name!r}: row sums of a must equal c")
-        if abs(self.b.sum() - 1.0) > tol:
-            raise ValueError(f"tableau {name!r}: the weights b must sum to 1")
         if self.order < 1:
             raise ValueError(f"tableau {name!r}: order must be >= 1")
         if self.b_error is not None:
