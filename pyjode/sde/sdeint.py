@@ -89,6 +89,8 @@ class _CountedSDE:
 
     def __init__(self, sde):
         self._sde, self.counter = sde, Counter()
+        # looked up once: a missing attribute of an nn.Module costs a raised AttributeError on every call
+        self._f_and_g = sde.f_and_g if callable(getattr(sde, "f_and_g", None)) else None
 
     def f(self, t, y):
         self.counter.nfe += 1
@@ -96,8 +98,8 @@ class _CountedSDE:
 
     def f_and_g(self, t, y):
         self.counter.nfe += 1
-        if callable(getattr(self._sde, "f_and_g", None)):
-            return self._sde.f_and_g(t, y)
+        if self._f_and_g is not None:
+            return self._f_and_g(t, y)
         return self._sde.f(t, y), self._sde.g(t, y)
 
     def __getattr__(self, name):
