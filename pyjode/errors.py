@@ -51,14 +51,53 @@ class DoubleBackwardError(RuntimeError):
     """A gradient method that computes its backward pass outside autograd was asked for a second derivative."""
 
 
-def refuse_double_backward(name: str, where: str = "") -> None:
-    """Raise inside an autograd ``backward`` run with ``create_graph=True``: the adjoint's backward solve
-    runs without a graph, so its result would be silently constant to a second differentiation."""
+def _double_backward_message(name: str, where: str) -> str:
+    fix = 'adjoint="direct" with backend="torch"' if where else 'adjoint="direct"'
+    return (f"adjoint={name!r}{where} cannot be differentiated twice (create_graph=True with a second "
+            f"derivative: a gradient penalty, a Hessian): its backward pass is a solve outside autograd, so the "
+            f"second derivative would be silently wrong. Use {fix} for higher derivatives")
+
+
+def refuse_double_backward(name: str, where: str, grads: tuple, inputs: tuple = ()) -> tuple:
+    """The gradients a backward pass returns, made to raise :class:`DoubleBackwardError` if they are ever
+    differentiated. The adjoint's backward solve runs without a graph, so under ``create_graph=True`` its
+    result would be silently constant to a second differentiation; the first derivative itself is right, and
+    torchdiffeq's and torchsde's users take it with ``create_graph=True`` too, so only the second is refused
+    (as ``torch.autograd.function.once_differentiable`` does, with a message that names the fix).
+    ``inputs`` are the forward pass's inputs: the refusing node hangs off them, so that a second derivative
+    with respect to any of them reaches it."""
     import torch
 
-    if torch.is_grad_enabled():
-        fix = 'adjoint="direct" with backend="torch"' if where else 'adjoint="direct"'
-        raise DoubleBackwardError(
-            f"adjoint={name!r}{where} cannot be differentiated twice (create_graph=True, a gradient penalty, a "
-            f"Hessian): its backward pass is a solve outside autograd, so the second derivative would be silently "
-            f"wrong. Use {fix} for higher derivatives")
+    if not torch.is_grad_enabled():
+        return grads
+    message = _double_backward_message(name, where)
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    # aliases that require grad, so that a second differentiation reaches the refusing node
+    global _Refuse
+    if _Refuse is None:
+        _Refuse = _refuse_class()
+    linked = [x for x in inputs if isinstance(x, torch.Tensor) and x.requires_grad]
+    refused = _Refuse.apply(message, len(present), *[g.detach().requires_grad_(True) for g in present], *linked)
+    refused = iter(refused if isinstance(refused, tuple) else (refused,))
+    return tuple(None if g is None else next(refused) for g in grads)
+
+
+def _refuse_class():
+    import torch
+
+    class Refuse(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, message, n, *tensors):
+            ctx.message = message
+            return tuple(g.view_as(g) for g in tensors[:n])
+
+        @staticmethod
+        def backward(ctx, *_):
+            raise DoubleBackwardError(ctx.message)
+
+    return Refuse
+
+
+_Refuse = None  # the autograd function, built on first use: this module is imported before torch is needed

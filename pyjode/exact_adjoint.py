@@ -19,19 +19,18 @@ class ExactReversibleAdjoint(torch.autograd.Function):
     def forward(ctx, solve, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             ys, saved = solve.forward(y0)
-        ctx.solve, ctx.n_saved = solve, len(saved)
+        ctx.solve, ctx.n_saved, ctx.y0 = solve, len(saved), y0
         ctx.save_for_backward(*saved, *params)
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):
-        # The reverse sweep runs outside autograd, so with create_graph=True (a gradient penalty) its result
-        # would be a constant and the penalty's own gradient silently missing: refuse it by name.
-        refuse_double_backward("reversible")
         tensors = ctx.saved_tensors
         saved, params = tensors[:ctx.n_saved], tensors[ctx.n_saved:]
         wanted = [p for p in params if p.requires_grad]
         with torch.no_grad():
             grad_y0, grad_params = ctx.solve.backward(saved, grad_ys.detach(), tuple(wanted))
         it = iter(grad_params)
-        return (None, grad_y0, *[next(it) if p.requires_grad else None for p in params])
+        # the reverse sweep runs outside autograd: a second derivative through it is refused by name
+        return (None, *refuse_double_backward("reversible", "", (grad_y0, *[next(it) if p.requires_grad else None
+                                                                           for p in params]), (ctx.y0, *params)))

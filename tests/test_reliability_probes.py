@@ -195,8 +195,13 @@ def test_double_backward_refused_by_name(name):
           else dict(adjoint=CONTINUOUS[name]()))
     ys = pyjode.odeint(_linear_field(A), y0, t, adjoint_params=(A,), **kw)
     loss = (ys * w).sum()
+    # the first derivative may be taken with create_graph=True (torchdiffeq's and torchsde's users do) and is
+    # right; the second derivative through the adjoint is what is refused
+    (g,) = torch.autograd.grad(loss, y0, create_graph=True)
+    (e,) = torch.autograd.grad(linear_exact_loss(A, y0, t, w), y0)
+    torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)
     with pytest.raises(DoubleBackwardError, match='adjoint="direct"'):
-        torch.autograd.grad(loss, y0, create_graph=True)
+        torch.autograd.grad((g ** 2).sum(), A)
 
 
 def test_gradient_penalty_direct_matches_closed_form():
@@ -222,8 +227,9 @@ def test_julia_bridge_double_backward_refused():
     (g,) = torch.autograd.grad((ys * w).sum(), A, retain_graph=True)  # a first derivative works
     (e,) = torch.autograd.grad(linear_exact_loss(A, y0, t, w), A)
     torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)
+    (g,) = torch.autograd.grad((ys * w).sum(), A, create_graph=True)
     with pytest.raises(DoubleBackwardError, match="backend='julia'.*adjoint=\"direct\" with backend=\"torch\""):
-        torch.autograd.grad((ys * w).sum(), A, create_graph=True)
+        torch.autograd.grad((g ** 2).sum(), A)
 
 
 def test_reversible_sde_double_backward_refused():
@@ -233,8 +239,9 @@ def test_reversible_sde_double_backward_refused():
     y0 = torch.ones(2, 1, dtype=F64, requires_grad=True)
     bm = pyjode.BrownianPath(t0=0.0, t1=1.0, shape=(2, 1), seed=0, dtype=F64)
     ys = pyjode.sdeint(sde, y0, [0.0, 1.0], dt=0.1, bm=bm, method="reversible_heun", adjoint="reversible")
+    (g,) = torch.autograd.grad(ys.sum(), y0, create_graph=True)
     with pytest.raises(DoubleBackwardError, match="reversible"):
-        torch.autograd.grad(ys.sum(), y0, create_graph=True)
+        torch.autograd.grad((g ** 2).sum(), y0)
 
 
 # ----------------------------------------------------------------------------------------------------

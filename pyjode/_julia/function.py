@@ -24,18 +24,19 @@ class JuliaODEFunction(torch.autograd.Function):
     def forward(ctx, solve: JuliaSolve, y0: torch.Tensor, t: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         assert_main_thread()
         ys, saved = solve.forward(y0)
-        ctx.solve = solve
+        ctx.solve, ctx.inputs = solve, (y0, *params)
         ctx.save_for_backward(ys, t, *saved)
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):
         assert_main_thread()
-        # Julia's gradient is a constant to torch: a second derivative through it would be silently wrong
-        refuse_double_backward(ctx.solve.plan.gradient, " with backend='julia'")
         ys, t, *saved = ctx.saved_tensors
         solve = ctx.solve
         gy0, gparams = solve.backward(ys, saved, grad_ys)
         grad_t = solve.time_gradients(t, ys, grad_ys, gy0) if ctx.needs_input_grad[2] else None
         gparams = tuple(g if need else None for g, need in zip(gparams, ctx.needs_input_grad[3:]))
-        return (None, gy0 if ctx.needs_input_grad[1] else None, grad_t, *gparams)
+        # Julia's gradient is a constant to torch: a second derivative through it is refused by name
+        return (None, *refuse_double_backward(ctx.solve.plan.gradient, " with backend='julia'",
+                                              (gy0 if ctx.needs_input_grad[1] else None, grad_t, *gparams),
+                                              (*ctx.inputs, t)))

@@ -159,7 +159,6 @@ class _ContinuousAdjointFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_ys):
         method, spec = ctx.method, ctx.spec
-        refuse_double_backward(method.name)
         (ys,) = ctx.saved_tensors
         if not spec.params_given:
             check_no_captured_tensors(spec.func, spec.ts[-1], ys[-1], spec.params, method.name)
@@ -185,7 +184,9 @@ class _ContinuousAdjointFunction(torch.autograd.Function):
         grad_t = None
         if ctx.needs_input_grad[3]:
             grad_t = output_time_gradients(spec.func, spec.t, spec.ts, ys, grad_ys, a0_plus)
-        return (None, None, grad_y0, grad_t, *grad_params)
+        # the backward solve runs outside autograd: a second derivative through it is refused by name
+        return (None, None, *refuse_double_backward(method.name, "", (grad_y0, grad_t, *grad_params),
+                                                    (spec.y0, spec.t, *spec.params)))
 
 
 class ContinuousAdjoint(GradientMethod):
