@@ -198,7 +198,9 @@ class ImplicitRungeKutta(Stepper):
         self._rms = False  # set by `prepare`: whether the norm is rms_norm (computed here in one call)
         self._sqrt_n = 1.0
         P = tab.interp if tab.interp is not None else _hermite_interp(tab.b, first=0, last=self.s - 1)
-        self._interp = P.tolist()
+        # the dense output's weights b_i(theta) = sum_m P[i, m] theta^(m+1), for all thetas in one product
+        self._interp_T = np.ascontiguousarray(np.asarray(P, dtype=np.float64).T)
+        self._interp_powers = np.arange(1, P.shape[1] + 1)
         # step-control settings (set by the loop through `prepare`)
         self.rtol, self.atol, self.norm = 1e-7, 1e-9, rms_norm
         # Newton state kept across steps
@@ -244,18 +246,19 @@ class ImplicitRungeKutta(Stepper):
         return state[1] if state[1] is not None else field(self.time(t), state[0])
 
     def interpolate(self, state: ImplicitState, K: torch.Tensor, t0: float, t1: float, thetas) -> torch.Tensor:
-        W = torch.tensor(self._interp_weights(thetas), **self._opts)
-        out = torch.addmm(state[0].reshape(1, -1), W, K, alpha=t1 - t0)
+        out = torch.addmm(state[0].reshape(1, -1), self._interp_weights(thetas), K, alpha=t1 - t0)
         return out.view(len(thetas), *self.shape)
 
-    def _interp_weights(self, thetas) -> list:
-        """The dense output's weights ``b_i(theta)`` for each theta, as rows of Python floats."""
-        rows = []
-        for th in thetas:
-            th = float(th)
-            powers = [th ** (m + 1) for m in range(len(self._interp[0]))]
-            rows.append([sum(p * q for p, q in zip(row, powers)) for row in self._interp])
-        return rows
+    def _interp_weights(self, thetas) -> torch.Tensor:
+        """The dense output's weights ``b_i(theta)``, one row per theta (computed on the host in float64)."""
+        th = np.asarray(thetas, dtype=np.float64)
+        return torch.from_numpy((th[:, None] ** self._interp_powers) @ self._interp_T).to(**self._opts)
+
+    def _flat_values(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` flat and without a graph (no operation where it already is)."""
+        if x.requires_grad:
+            x = x.detach()
+        return x if self._flat else x.reshape(-1)
 
     def step(self, field, t0: float, t1: float, state: ImplicitState, control=None):
         y, f0 = state
@@ -264,7 +267,7 @@ class ImplicitRungeKutta(Stepper):
             self._hook_of, self._hook = field, find_blocks_hook(field)
         hook = self._hook
         with torch.no_grad():
-            scale = (self.rtol * y.detach().abs().reshape(-1)).add_(self.atol)
+            scale = torch.abs(self._flat_values(y)).mul_(self.rtol).add_(self.atol)
         for _ in range(2):
             fresh = self._ensure_jacobian(field, hook, t0, y)
             try:
@@ -286,7 +289,7 @@ class ImplicitRungeKutta(Stepper):
         K = self._slopes(h, y, f0, Z)
         y1 = self._solution(h, y, Z, K)
         err = self._error(h, y, f0, Z, K) if self.adaptive else None
-        f1 = K[-1].view(self.shape) if self.stiffly_accurate else None
+        f1 = (K[-1] if self._flat else K[-1].view(self.shape)) if self.stiffly_accurate else None
         self._last = (t0, h, y, y1, K)
         return (y1, f1), err, K
 
@@ -302,8 +305,8 @@ class ImplicitRungeKutta(Stepper):
             return None
         thetas = [(t0 + ci * h - t_prev) / h_prev for ci in self.c]
         with torch.no_grad():
-            W = torch.tensor(self._interp_weights(thetas), **self._opts)
-            return torch.addmm(y_prev.detach().reshape(1, -1), W, K_prev.detach(), alpha=h_prev)
+            K_prev = K_prev.detach() if K_prev.requires_grad else K_prev
+            return torch.addmm(self._flat_values(y_prev), self._interp_weights(thetas), K_prev, alpha=h_prev)
 
     # -- Newton ------------------------------------------------------------------------------------------------
 
@@ -377,8 +380,9 @@ class ImplicitRungeKutta(Stepper):
         ``(s, n)`` of a fully implicit method (one host synchronisation either way)."""
         x = dz / scale
         if self._rms:  # rms_norm of each stage at once
-            dim = None if x.dim() == 1 else 1
-            return float(torch.linalg.vector_norm(x, dim=dim).max()) / self._sqrt_n
+            if x.dim() == 1:
+                return float(torch.linalg.vector_norm(x)) / self._sqrt_n
+            return float(torch.linalg.vector_norm(x, dim=1).max()) / self._sqrt_n
         if x.dim() == 1:
             return float(self.norm(x.view(self.shape)))
         return float(torch.stack([self.norm(row.view(self.shape)) for row in x]).max())
@@ -391,7 +395,7 @@ class ImplicitRungeKutta(Stepper):
 
     def _stages_dirk(self, field, t0: float, h: float, y: torch.Tensor, f0, scale, predicted=None):
         """The converged stages z_i (flat, without a graph) of a diagonally implicit method."""
-        y_flat = y.detach().reshape(-1)
+        y_flat = self._flat_values(y)
         f0 = None if f0 is None else f0.detach().reshape(-1)
         Z, K = [], []
         self.eta_rate = 0.0
@@ -431,7 +435,7 @@ class ImplicitRungeKutta(Stepper):
 
     def _stages_firk(self, field, t0: float, h: float, y: torch.Tensor, scale, predicted=None):
         """The converged stage increments W = Z - y, ``(s, n)`` without a graph, of a fully implicit method."""
-        y_flat = y.detach().reshape(-1)
+        y_flat = self._flat_values(y)
         factors = self._firk_factors(h)
         W = torch.zeros(self.s, self.n, **self._opts) if predicted is None else predicted - y_flat
         times = [self.time(t0 + ci * h) for ci in self.c]
@@ -546,7 +550,9 @@ class ImplicitRungeKutta(Stepper):
             if self.radau is None:
                 return torch.mv(K.detach().t(), self.e).mul_(h)
             gamma0, e = self.radau
-            v = torch.mv(Z.detach().t(), e).add_(f0.detach().reshape(-1), alpha=gamma0 * h)
+            Zd = torch.stack(Z) if self.dirk else Z
+            Zd = Zd.detach() if Zd.requires_grad else Zd
+            v = torch.addmv(self._flat_values(f0), Zd.t(), e, beta=gamma0 * h)  # e^T Z + gamma0 h f(t, y)
             if self.dirk:
                 return solve_dirk(self._dirk_factors(h, gamma0), v)
             X = solve_firk(self._firk_factors(h), self._radau_right * v)  # (t ⊗ v) as (s, n)
