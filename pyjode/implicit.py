@@ -266,32 +266,49 @@ class ImplicitRungeKutta(Stepper):
         if field is not self._hook_of:  # looked up once per field, not per step
             self._hook_of, self._hook = field, find_blocks_hook(field)
         hook = self._hook
-        with torch.no_grad():
-            scale = torch.abs(self._flat_values(y)).mul_(self.rtol).add_(self.atol)
+        grad = torch.is_grad_enabled()
+        if grad:  # the iteration records no graph (module docstring); entered only when needed, as it costs
+            with torch.no_grad():
+                Z = self._newton(field, hook, t0, h, y, f0)
+        else:
+            Z = self._newton(field, hook, t0, h, y, f0)
+        if isinstance(Z, _NewtonFailure):
+            return self._failed(Z, t0, h, hook, state)
+        if grad and (self._graph or y.requires_grad):
+            Z = self._attach(field, hook, t0, h, y, f0, Z)
+        K = self._slopes(h, y, f0, Z)
+        y1 = self._solution(h, y, Z, K)
+        err = None
+        if self.adaptive:
+            if grad:
+                with torch.no_grad():
+                    err = self._error(h, y, f0, Z, K)
+            else:
+                err = self._error(h, y, f0, Z, K)
+        f1 = (K[-1] if self._flat else K[-1].view(self.shape)) if self.stiffly_accurate else None
+        self._last = (t0, h, y, y1, K)
+        return (y1, f1), err, K
+
+    def _newton(self, field, hook, t0: float, h: float, y: torch.Tensor, f0):
+        """The converged stages (without a graph; called with autograd off), retried once with a fresh
+        Jacobian when the iteration fails with an old one; the failure itself when it fails with a fresh one."""
+        scale = torch.abs(self._flat_values(y)).mul_(self.rtol).add_(self.atol)
         for _ in range(2):
             fresh = self._ensure_jacobian(field, hook, t0, y)
             try:
-                with torch.no_grad():
-                    guess = self._predict(t0, h, y)
-                    Z = self._stages_dirk(field, t0, h, y, f0, scale, guess) if self.dirk else \
-                        self._stages_firk(field, t0, h, y, scale, guess)
+                guess = self._predict(t0, h, y)
+                Z = self._stages_dirk(field, t0, h, y, f0, scale, guess) if self.dirk else \
+                    self._stages_firk(field, t0, h, y, scale, guess)
                 break
             except _NewtonFailure as failure:
                 self.stats.newton_failures += 1
                 if not fresh:
                     self.refresh = True
                     continue
-                return self._failed(failure, t0, h, hook, state)
+                return failure
         if self.eta_rate > self.method.recompute_above:
             self.refresh = True
-        if torch.is_grad_enabled() and (self._graph or y.requires_grad):
-            Z = self._attach(field, hook, t0, h, y, f0, Z)
-        K = self._slopes(h, y, f0, Z)
-        y1 = self._solution(h, y, Z, K)
-        err = self._error(h, y, f0, Z, K) if self.adaptive else None
-        f1 = (K[-1] if self._flat else K[-1].view(self.shape)) if self.stiffly_accurate else None
-        self._last = (t0, h, y, y1, K)
-        return (y1, f1), err, K
+        return Z
 
     def _predict(self, t0: float, h: float, y: torch.Tensor):
         """Starting values of the stages, ``(s, n)``: the dense output of the last step evaluated at the
@@ -304,9 +321,8 @@ class ImplicitRungeKutta(Stepper):
         if not (y is y1_prev or y is y_prev) or abs(h) > 4 * abs(h_prev):
             return None
         thetas = [(t0 + ci * h - t_prev) / h_prev for ci in self.c]
-        with torch.no_grad():
-            K_prev = K_prev.detach() if K_prev.requires_grad else K_prev
-            return torch.addmm(self._flat_values(y_prev), self._interp_weights(thetas), K_prev, alpha=h_prev)
+        K_prev = K_prev.detach() if K_prev.requires_grad else K_prev
+        return torch.addmm(self._flat_values(y_prev), self._interp_weights(thetas), K_prev, alpha=h_prev)
 
     # -- Newton ------------------------------------------------------------------------------------------------
 
@@ -545,15 +561,15 @@ class ImplicitRungeKutta(Stepper):
         gamma0 t``, ``u A = gamma0 u`` and ``u t = 1``, ``(I - h A ⊗ J)(t ⊗ x) = t ⊗ (I - h gamma0 J) x``, so
         ``(I - h gamma0 J)^{-1} v = (u ⊗ I) (I - h A ⊗ J)^{-1} (t ⊗ v)``: the stages' factors, which the
         step already has, serve the estimate too (Hairer & Wanner's RADAU5 likewise reuses the real block
-        of its transformed system), instead of a factorisation of its own every step."""
-        with torch.no_grad():
-            if self.radau is None:
-                return torch.mv(K.detach().t(), self.e).mul_(h)
-            gamma0, e = self.radau
-            Zd = torch.stack(Z) if self.dirk else Z
-            Zd = Zd.detach() if Zd.requires_grad else Zd
-            v = torch.addmv(self._flat_values(f0), Zd.t(), e, beta=gamma0 * h)  # e^T Z + gamma0 h f(t, y)
-            if self.dirk:
-                return solve_dirk(self._dirk_factors(h, gamma0), v)
-            X = solve_firk(self._firk_factors(h), self._radau_right * v)  # (t ⊗ v) as (s, n)
-            return torch.mv(X.t(), self._radau_left)
+        of its transformed system), instead of a factorisation of its own every step. Called with autograd
+        off."""
+        if self.radau is None:
+            return torch.mv(K.detach().t(), self.e).mul_(h)
+        gamma0, e = self.radau
+        Zd = torch.stack(Z) if self.dirk else Z
+        Zd = Zd.detach() if Zd.requires_grad else Zd
+        v = torch.addmv(self._flat_values(f0), Zd.t(), e, beta=gamma0 * h)  # e^T Z + gamma0 h f(t, y)
+        if self.dirk:
+            return solve_dirk(self._dirk_factors(h, gamma0), v)
+        X = solve_firk(self._firk_factors(h), self._radau_right * v)  # (t ⊗ v) as (s, n)
+        return torch.mv(X.t(), self._radau_left)
