@@ -193,6 +193,12 @@ class ImplicitRungeKutta(Stepper):
                 self._radau_right = torch.as_tensor(right, **opts).unsqueeze(1)
         self.needs_f0 = tab.explicit_first_stage or self.radau is not None
         self.stiffly_accurate = tab.stiffly_accurate
+        # the explicit part y + h sum_{j<i} a_ij k_j of each stage: its nonzero a_ij, and as a vector when
+        # there are several (one matrix-vector product instead of a multiply and an add per term)
+        self._base_terms = [[(j, self.a[i][j]) for j in range(i) if self.a[i][j] != 0] for i in range(self.s)]
+        self._base_weights = [torch.tensor([a for _, a in terms], **opts) if len(terms) > 1 else None
+                              for terms in self._base_terms]
+        self._newton_slopes = None  # (Z, K) of the last diagonally implicit iteration
         # a 1-D state is passed to the field as the flat vectors the iteration works on (no view per call)
         self._flat = like.dim() == 1
         self._rms = False  # set by `prepare`: whether the norm is rms_norm (computed here in one call)
@@ -447,6 +453,7 @@ class ImplicitRungeKutta(Stepper):
             Z.append(z)
             K.append((z - base) / hg)
         self.eta_rate = rate
+        self._newton_slopes = (Z, K)
         return Z
 
     def _stages_firk(self, field, t0: float, h: float, y: torch.Tensor, scale, predicted=None):
@@ -530,16 +537,21 @@ class ImplicitRungeKutta(Stepper):
 
     def _stage_base(self, i: int, h: float, y_flat: torch.Tensor, K) -> torch.Tensor:
         """y + h sum_{j<i} a_ij k_j: the known part of a diagonally implicit stage i."""
-        row, base = self.a[i], y_flat
-        for j in range(i):
-            if row[j] != 0:
-                base = base + (h * row[j]) * K[j]
-        return base
+        terms = self._base_terms[i]
+        if len(terms) > 1:
+            slopes = torch.stack([K[j] for j, _ in terms])
+            return torch.addmv(y_flat, slopes.t(), self._base_weights[i], alpha=h)
+        if terms:
+            j, a = terms[0]
+            return torch.add(y_flat, K[j], alpha=h * a)
+        return y_flat
 
     def _slopes(self, h: float, y: torch.Tensor, f0, Z) -> torch.Tensor:
         """The stage slopes k_i, ``(s, n)``, from the stage equations (no further evaluations of f)."""
         if not self.dirk:
             return torch.mm(self.A_inv, Z).div_(h)
+        if self._newton_slopes is not None and self._newton_slopes[0] is Z:  # the iteration's own, unchanged
+            return torch.stack(self._newton_slopes[1])
         y_flat = y.reshape(-1)
         K = []
         for i in range(self.s):
