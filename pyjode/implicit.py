@@ -207,6 +207,7 @@ class ImplicitRungeKutta(Stepper):
         # the dense output's weights b_i(theta) = sum_m P[i, m] theta^(m+1), for all thetas in one product
         self._interp_T = np.ascontiguousarray(np.asarray(P, dtype=np.float64).T)
         self._interp_powers = np.arange(1, P.shape[1] + 1)
+        self._weights_at_1 = self._interp_T.sum(0)  # b_i(1) = b_i
         # step-control settings (set by the loop through `prepare`)
         self.rtol, self.atol, self.norm = 1e-7, 1e-9, rms_norm
         # Newton state kept across steps
@@ -257,8 +258,11 @@ class ImplicitRungeKutta(Stepper):
 
     def _interp_weights(self, thetas) -> torch.Tensor:
         """The dense output's weights ``b_i(theta)``, one row per theta (computed on the host in float64)."""
+        return torch.from_numpy(self._host_weights(thetas)).to(**self._opts)
+
+    def _host_weights(self, thetas) -> np.ndarray:
         th = np.asarray(thetas, dtype=np.float64)
-        return torch.from_numpy((th[:, None] ** self._interp_powers) @ self._interp_T).to(**self._opts)
+        return (th[:, None] ** self._interp_powers) @ self._interp_T
 
     def _flat_values(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` flat and without a graph (no operation where it already is)."""
@@ -319,7 +323,8 @@ class ImplicitRungeKutta(Stepper):
     def _predict(self, t0: float, h: float, y: torch.Tensor):
         """Starting values of the stages, ``(s, n)``: the dense output of the last step evaluated at the
         stage times (extrapolated past an accepted step, interpolated inside a rejected one), as Hairer's
-        RADAU5 does; ``None`` on the first step and after a jump."""
+        RADAU5 does; ``None`` on the first step and after a jump. A fully implicit method gets them as
+        increments ``Z - y``."""
         last = self._last
         if last is None:
             return None
@@ -328,7 +333,15 @@ class ImplicitRungeKutta(Stepper):
             return None
         thetas = [(t0 + ci * h - t_prev) / h_prev for ci in self.c]
         K_prev = K_prev.detach() if K_prev.requires_grad else K_prev
-        return torch.addmm(self._flat_values(y_prev), self._interp_weights(thetas), K_prev, alpha=h_prev)
+        weights = self._host_weights(thetas)
+        if not self.dirk:
+            # the increments W = Z - y the fully implicit iteration works on, in one product: y's own
+            # weights, b(1) after an accepted step (y = y_prev + h_prev b^T K), are subtracted on the host
+            if y is y1_prev:
+                weights = weights - self._weights_at_1
+            return torch.mm(torch.from_numpy(weights * h_prev).to(**self._opts), K_prev)
+        return torch.addmm(self._flat_values(y_prev), torch.from_numpy(weights).to(**self._opts), K_prev,
+                           alpha=h_prev)
 
     # -- Newton ------------------------------------------------------------------------------------------------
 
@@ -460,12 +473,16 @@ class ImplicitRungeKutta(Stepper):
         """The converged stage increments W = Z - y, ``(s, n)`` without a graph, of a fully implicit method."""
         y_flat = self._flat_values(y)
         factors = self._firk_factors(h)
-        W = torch.zeros(self.s, self.n, **self._opts) if predicted is None else predicted - y_flat
+        W = torch.zeros(self.s, self.n, **self._opts) if predicted is None else predicted
         times = [self.time(t0 + ci * h) for ci in self.c]
         prev = 0.0
         self.eta_rate = 0.0
         for k in range(self.method.max_iters):
-            F = torch.stack([self._field_flat(field, ti, z) for ti, z in zip(times, (W + y_flat).unbind(0))])
+            Y = (W + y_flat).unbind(0)
+            if self._flat:
+                F = torch.stack([field(ti, z) for ti, z in zip(times, Y)])
+            else:
+                F = torch.stack([field(ti, z.view(self.shape)).reshape(-1) for ti, z in zip(times, Y)])
             R = torch.addmm(W, self.A, F, beta=-1.0, alpha=h)  # -W + h (A ⊗ I) F
             dW = solve_firk(factors, R)
             W = W + dW
@@ -564,8 +581,8 @@ class ImplicitRungeKutta(Stepper):
 
     def _solution(self, h: float, y: torch.Tensor, Z, K: torch.Tensor) -> torch.Tensor:
         if self.stiffly_accurate:  # y1 is the last stage: no cancellation in h sum b_i k_i
-            last = Z[-1] if self.dirk else y.reshape(-1) + Z[-1]
-            return last.view(self.shape)
+            last = Z[-1] if self.dirk else (y if self._flat else y.reshape(-1)) + Z[-1]
+            return last if self._flat else last.view(self.shape)
         return torch.addmv(y.reshape(-1), K.t(), self.b, alpha=h).view(self.shape)
 
     def _error(self, h: float, y: torch.Tensor, f0, Z, K: torch.Tensor) -> torch.Tensor:
