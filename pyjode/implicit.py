@@ -78,6 +78,7 @@ def eigen_pair(a, eigenvalue: float):
     t, u = right[:, k].real, left[:, m].real
     return u / (u @ t), t
 
+
 #: The names of the implicit methods: adaptive ``kvaerno3 kvaerno4 kvaerno5 radauIIA5``, fixed-step the rest.
 IMPLICIT_METHODS = tuple(IMPLICIT_TABLEAUS)
 
@@ -100,8 +101,8 @@ class Implicit:
             and the Jacobian is kept, the next step keeps the size of this one, so the factorised Newton
             matrices are reused (Hairer & Wanner's RADAU5 and scipy's Radau use ``1.2``). The default ``1``
             changes the step whenever the controller says so: with factorisations as cheap as a few
-            Newton iterations here, holding the step saved no time on the stiff benchmarks but took up
-            to 9% more steps (benchmarks/RESULTS.md, stiff section).
+            Newton iterations here, holding the step saved no measurable time on the stiff benchmarks
+            but took up to 8% more steps (benchmarks/RESULTS.md, stiff section).
 
     Attributes:
         stats: a :class:`~pyjode.newton.NewtonStats` (Jacobians, factorisations, Newton iterations and
