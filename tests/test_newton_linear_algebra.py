@@ -176,3 +176,21 @@ def test_small_jacobian_by_products_matches_jacrev(monkeypatch, mode):
     else:  # the samples do not interact: the full Jacobian is block diagonal
         torch.testing.assert_close(got[6][0], torch.block_diag(*exact), rtol=1e-15, atol=0)
     torch.testing.assert_close(got[6], got[0], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_small_inverse_host_and_torch_paths_agree(dtype):
+    """CPU matrices are inverted through NumPy, others (here: one carrying a graph) by torch.linalg.inv_ex;
+    both are the inverse, and a singular matrix gives NaN on both paths."""
+    M = torch.eye(4, dtype=dtype) - 0.01 * _stiff_jacobian(3, 4, dtype=dtype)
+    host = newton._small_inverse(M)
+    via_torch = newton._small_inverse(M.clone().requires_grad_()).detach()
+    assert host.dtype == dtype and via_torch.dtype == dtype
+    exact = torch.linalg.inv(M.double())
+    # forward error bound of a backward-stable inverse: a small multiple of cond(M) eps |M^{-1}|
+    bound = 10 * torch.linalg.cond(M.double()).max().item() * torch.finfo(dtype).eps * exact.abs().max().item()
+    for inverse in (host, via_torch):
+        assert (inverse.double() - exact).abs().max().item() < bound
+    singular = torch.zeros(2, 2, dtype=dtype)
+    assert torch.isnan(newton._small_inverse(singular)).all()
+    assert not torch.isfinite(newton._small_inverse(singular.clone().requires_grad_())).all()
