@@ -91,6 +91,8 @@ def _jacobian_by_vjps(g, z0):
     with torch.enable_grad():
         z = z0.detach().requires_grad_(True)
         out = g(z)
+        if not out.requires_grad:  # f does not depend on y (nor on anything that requires grad): J = 0
+            return torch.zeros(out.numel(), *z.shape, dtype=z.dtype, device=z.device)
         rows = []
         for i in range(out.numel()):
             (row,) = torch.autograd.grad(out[i], z, retain_graph=i < out.numel() - 1, allow_unused=True)
