@@ -66,7 +66,7 @@ def test_values_do_not_depend_on_query_order_or_cache_eviction(levy):
     pairs = torch.rand(60, 2, generator=gen, dtype=F64).sort(dim=1).values.tolist()
     kwargs = dict(t0=0.0, t1=1.0, size=(64, 3), dtype=F64, entropy=1234, levy_area_approximation=levy)
     first = BrownianInterval(**kwargs)
-    first._cache_entries = 8  # evict almost everything: values must be recomputed identically
+    first._cache_entries, first._points_entries = 8, 4  # evict almost everything: values must be recomputed identically
     want_u = levy != "none"
     out = [first(a, b, return_U=True) if want_u else first(a, b) for a, b in pairs]
     second = BrownianInterval(**kwargs)

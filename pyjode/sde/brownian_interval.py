@@ -38,7 +38,7 @@ from .keyed_rng import _mix32, stream_key
 
 LEVY_AREA_APPROXIMATIONS = ("none", "space-time", "davie", "foster")
 # Split nodes kept for reuse: at most about this many bytes, and at least _CACHE_MIN_ENTRIES parents' children.
-_CACHE_BYTES = 1 << 27
+_CACHE_BYTES = 1 << 26
 _CACHE_MIN_ENTRIES = 8
 _MASK32 = 0xFFFFFFFF
 
@@ -132,7 +132,19 @@ class BrownianInterval:
         # the children of split nodes, keyed by the parent's (level, index): (2 * rows, numel) float64
         self._cache: "OrderedDict[Tuple[int, int], torch.Tensor]" = OrderedDict()
         self._cache_entries = max(_CACHE_MIN_ENTRIES, _CACHE_BYTES // max(1, 16 * self._rows * self._numel))
-        z = self._normals(0, 0, 2)
+        # Evicted entries are reused as the output of later splits, and the split's input and normals have
+        # buffers of their own: on a large batch, touching fresh memory (page faults) costs more than the split.
+        self._free: list = []
+        self._noise_rows = 2 if self._with_h else 1
+        self._input = torch.empty(self._rows + self._noise_rows, self._numel, dtype=torch.float64,
+                                  device=self._device)
+        self._draw = torch.empty(self._noise_rows, self._numel, dtype=torch.float32, device=self._device)
+        # point values of recently queried ends: interval queries share ends (a solver's (t_k, t_{k+1}) then
+        # (t_{k+1}, t_{k+2}); the same end asked for W and then for U), and a large batch's chain outgrows the cache
+        self._points: "OrderedDict[int, torch.Tensor]" = OrderedDict()
+        self._points_entries = max(4, min(64, _CACHE_BYTES // 4 // max(1, 4 * self._rows * self._numel)))
+        self._seed(0, 0)
+        z = torch.randn(2, self._numel, generator=self._gen, dtype=torch.float32, device=self._device).double()
         w = math.sqrt(span) * z[0] if W is None else self._flat(W, "W")
         h = math.sqrt(span / 12) * z[1] if H is None else self._flat(H, "H")
         zero = torch.zeros_like(w)
@@ -187,14 +199,12 @@ class BrownianInterval:
                              f"{tuple(self._size)}), got shape {tuple(x.shape)}.")
         return x.detach().to(device=self._device, dtype=torch.float64).reshape(-1)
 
-    def _normals(self, stream: int, index: int, rows: int) -> torch.Tensor:
-        """(rows, numel) standard normals (float64 values of float32 draws), a pure function of (seed, stream, index)."""
+    def _seed(self, stream: int, index: int) -> None:
+        """Seed the generator with a 64-bit key of (seed, stream, index): the normals it draws next are a pure
+        function of the node."""
         low = _mix32(self._keys[stream] ^ (index & _MASK32))
         high = _mix32(_mix32(low ^ (index >> 32)) ^ 0x2545F491)
         self._gen.manual_seed((high << 32) | low)
-        # drawn in float32 (five times faster than float64 on CPU) and widened: the path is computed in float64
-        return torch.randn(rows, self._numel, generator=self._gen, dtype=torch.float32,
-                           device=self._device).double()
 
     def _levy_area(self, w, hh, h, ta, tb):
         if w.dim() < 2:  # a scalar or a batch of scalar motions has no Lévy area
@@ -237,15 +247,23 @@ class BrownianInterval:
         """Rows (W, I) at dyadic position p (just (W,) without Lévy area), with I(t) = ∫_{t0}^t W_s ds."""
         full = 1 << self.depth
         if p == 0:
-            return self._root[: self._rows // 2]  # the root's left-end rows: zeros
+            return self._root[: self._rows // 2].clone()  # the root's left-end rows: zeros
         if p == full:
             root = self._root
             if not self._with_h:
                 return root[1:2]
             return torch.stack([root[2], (self._end - self._start) * (root[3] + 0.5 * root[2])])
+        got = self._points.get(p)
+        if got is not None:
+            self._points.move_to_end(p)
+            return got
         # p is the left end of node (depth − z, p >> z), z the number of trailing zero bits of p
         z = (p & -p).bit_length() - 1
-        return self._node(self.depth - z, p >> z)[: self._rows // 2]
+        # a copy: the cache entry it lies in may be reused by the next split
+        got = self._points[p] = self._node(self.depth - z, p >> z)[: self._rows // 2].clone()
+        if len(self._points) > self._points_entries:
+            self._points.popitem(last=False)
+        return got
 
     def _node(self, level: int, index: int) -> torch.Tensor:
         """The rows of node (level, index), split down from its deepest cached ancestor."""
@@ -262,13 +280,21 @@ class BrownianInterval:
             level, index = parent
         else:
             node = self._root
+        work = self._input
         for level, index in reversed(chain):
             parent = (level - 1, index >> 1)
-            z = self._normals(level, parent[1], 2 if self._with_h else 1)
-            children = torch.mm(self._splits[level - 1], torch.cat([node, z]))
+            work[:rows].copy_(node)
+            self._seed(level, parent[1])
+            # drawn in float32 (five times faster than float64 on CPU) and widened: the path is computed in float64
+            torch.randn(self._draw.shape, generator=self._gen, out=self._draw)
+            work[rows:].copy_(self._draw)
+            children = self._free.pop() if self._free else torch.empty(
+                2 * rows, self._numel, dtype=torch.float64, device=self._device)
+            torch.mm(self._splits[level - 1], work, out=children)
             cache[parent] = children
             if len(cache) > self._cache_entries:
-                cache.popitem(last=False)
+                # the oldest entry: neither this node's parent (just used) nor its children (just stored)
+                self._free.append(cache.popitem(last=False)[1])
             node = children[(index & 1) * rows:((index & 1) + 1) * rows]
         return node
 
