@@ -89,6 +89,8 @@ def test_float32_path_is_the_float64_path_rounded():
         assert w32.dtype == torch.float32 and torch.equal(w32, w64.float()) and torch.equal(u32, u64.float())
 
 
-def test_w_of_wrong_size_is_refused():
+def test_bad_end_values_are_refused():
     with pytest.raises(ValueError, match="W must have 6 elements"):
         BrownianInterval(0.0, 1.0, size=(2, 3), W=torch.zeros(5))
+    with pytest.raises(ValueError, match="levy_area_approximation='space-time'"):
+        BrownianInterval(0.0, 1.0, W=torch.zeros(3), H=torch.zeros(3))

@@ -98,6 +98,10 @@ class BrownianInterval:
         if levy_area_approximation not in LEVY_AREA_APPROXIMATIONS:
             raise ValueError(f"BrownianInterval: levy_area_approximation must be one of "
                              f"{LEVY_AREA_APPROXIMATIONS}, got {levy_area_approximation!r}.")
+        if H is not None and levy_area_approximation == "none":
+            raise ValueError("BrownianInterval: H (the space-time Lévy area over [t0, t1]) was given but "
+                             "levy_area_approximation='none' carries no Lévy area; pass "
+                             "levy_area_approximation='space-time' (or 'davie', 'foster'), or leave H out.")
         if W is not None:
             size = W.shape if size is None else size
             dtype = W.dtype if dtype is None else dtype
