@@ -190,6 +190,8 @@ def main(argv=None) -> None:
                 sys.modules[name] = types.ModuleType(name)
     peer, ours, floor = load(args.example, "torchsde"), load(args.example, "pyjode"), load(args.example, "floor")
     torch.manual_seed(0)
+    import numpy as np
+    np.random.seed(0)  # the data's Brownian path: torchsde draws its entropy from numpy
     y0 = torch.randn(args.batch, 3)
     ts = torch.linspace(0.0, 2.0, steps=100)
     xs = peer.StochasticLorenz().sample(y0, ts, 0.01, normalize=True)
