@@ -12,10 +12,19 @@ iteration-to-iteration noise, not exactly).
 
     python -m benchmarks.bench_latent_sde_lorenz --example PATH/torchsde/examples/latent_sde_lorenz.py \
         [--batch 256] [--blocks 8] [--block-iters 5] [--curve-iters 200] [--threads 1] [--adjoint]
+
+Loss curves over several seeds (no timing): ``--seeds 3 --seed-iters 30``. Seed s gives both libraries the same
+initial weights and, at every iteration, the same normals for the example's initial latent state (torch's global
+generator is reseeded before each step); each library then draws its own Brownian path. The table gives, per
+window of iterations, each library's mean over seeds with the seed-to-seed spread (sample standard deviation of
+the seeds' window means), and the paired difference pyjode − torchsde (same seed) as mean ± standard error.
+``--shared-bm`` instead hands both libraries one torchsde ``BrownianInterval`` per step (same entropy), which
+removes the noise: the curves then differ only by floating-point rounding if the discretisations are the same.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -76,7 +85,7 @@ class Trainer:
         self.opt = torch.optim.Adam(params=self.model.parameters(), lr=1e-2)
         self.sched = torch.optim.lr_scheduler.ExponentialLR(optimizer=self.opt, gamma=0.997)
         self.kl = module.LinearScheduler(iters=1000)
-        self.losses = []
+        self.losses, self.log_pxs, self.log_ratios = [], [], []
         self.gen = torch.Generator().manual_seed(seed + 1)
 
     def step(self):
@@ -88,6 +97,74 @@ class Trainer:
         self.sched.step()
         self.kl.step()
         self.losses.append(float(loss.detach()))
+        self.log_pxs.append(float(log_pxs.detach()))
+        self.log_ratios.append(float(log_ratio.detach()))
+
+
+class SharedNoise:
+    """Stands in for the module's `torchsde`: every sdeint call gets a torchsde BrownianInterval of the entropy set
+    before the step, so two libraries integrate on the same Brownian path."""
+
+    def __init__(self, lib, peer_lib) -> None:
+        self.lib, self.peer_lib, self.entropy = lib, peer_lib, 0
+
+    def __getattr__(self, name):
+        return getattr(self.lib, name)
+
+    def sdeint(self, sde, y0, ts, **kwargs):
+        bm = self.peer_lib.BrownianInterval(t0=float(ts[0]), t1=float(ts[-1]), size=(y0.shape[0], y0.shape[1] + 1), dtype=y0.dtype,
+                                            device=y0.device, entropy=self.entropy)
+        return self.lib.sdeint(sde, y0, ts, bm=bm, **kwargs)
+
+
+def _stats(values):
+    mean = statistics.mean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else float("nan"))
+
+
+def curves(args, peer, ours, xs, ts) -> None:
+    """Loss curves of both libraries over `args.seeds` seeds (see the module docstring)."""
+    import numpy as np
+    import torchsde as peer_lib
+    if args.shared_bm:
+        for module in (peer, ours):
+            module.torchsde = SharedNoise(module.torchsde, peer_lib)
+    names = ("torchsde", "pyjode")
+    runs = {name: [] for name in names}
+    for seed in range(args.seeds):
+        trainers = {"torchsde": Trainer(peer, xs, ts, seed, False), "pyjode": Trainer(ours, xs, ts, seed, False)}
+        for it in range(args.seed_iters):
+            for k, name in enumerate(names):
+                # same normals for the initial latent state in both libraries; each its own Brownian path (torchsde
+                # draws its entropy from numpy, pyjode from torch after the latent draw)
+                torch.manual_seed(1_000_003 * (seed + 1) + it)
+                np.random.seed((7919 * (seed + 1) + 104_729 * it + k) % (2 ** 32))
+                if args.shared_bm:
+                    for module in (peer, ours):
+                        module.torchsde.entropy = 65_537 * (seed + 1) + it
+                trainers[name].step()
+            print(f"  seed {seed} iteration {it + 1}: loss torchsde {trainers['torchsde'].losses[-1]:.6g}, "
+                  f"pyjode {trainers['pyjode'].losses[-1]:.6g}", flush=True)
+        for name in names:
+            runs[name].append(trainers[name])
+    window = args.window
+    print(f"batch {args.batch}, dt 1e-2, method euler, logqp, sdeint, {args.seeds} seeds x {args.seed_iters} "
+          f"iterations, {'shared Brownian interval' if args.shared_bm else 'each library its own Brownian noise'}")
+    for field, label in (("losses", "loss"), ("log_pxs", "-log p(x)"), ("log_ratios", "KL (log_ratio)")):
+        sign = -1.0 if field == "log_pxs" else 1.0
+        print(f"{label}: window | torchsde mean (seed sd) | pyjode mean (seed sd) | pyjode - torchsde, paired: "
+              f"mean +- s.e. | in units of seed sd")
+        for i in range(0, args.seed_iters, window):
+            j = min(i + window, args.seed_iters)
+            per_seed = {name: [sign * statistics.mean(getattr(tr, field)[i:j]) for tr in runs[name]]
+                        for name in names}
+            (ma, sa), (mb, sb) = _stats(per_seed["torchsde"]), _stats(per_seed["pyjode"])
+            diffs = [b - a for a, b in zip(per_seed["torchsde"], per_seed["pyjode"])]
+            md, sd = _stats(diffs)
+            se = sd / math.sqrt(len(diffs))
+            spread = math.sqrt(0.5 * (sa * sa + sb * sb))
+            print(f"  {i + 1:3d}-{j:3d} | {ma:.4g} ({sa:.2g}) | {mb:.4g} ({sb:.2g}) | {md:+.3g} +- {se:.2g} "
+                  f"({md / ma * 100:+.2f}%) | {md / spread:+.2f}", flush=True)
 
 
 def main(argv=None) -> None:
@@ -99,6 +176,10 @@ def main(argv=None) -> None:
     parser.add_argument("--curve-iters", type=int, default=0, help="extra untimed iterations for the loss curves")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--adjoint", action="store_true")
+    parser.add_argument("--seeds", type=int, default=0, help="loss curves over this many seeds instead of timing")
+    parser.add_argument("--seed-iters", type=int, default=30)
+    parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--shared-bm", action="store_true", help="with --seeds: one Brownian path for both")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for name in ("fire",):  # the example imports fire for its command line only
@@ -109,9 +190,14 @@ def main(argv=None) -> None:
                 sys.modules[name] = types.ModuleType(name)
     peer, ours, floor = load(args.example, "torchsde"), load(args.example, "pyjode"), load(args.example, "floor")
     torch.manual_seed(0)
+    import numpy as np
+    np.random.seed(0)  # the data's Brownian path: torchsde draws its entropy from numpy
     y0 = torch.randn(args.batch, 3)
     ts = torch.linspace(0.0, 2.0, steps=100)
     xs = peer.StochasticLorenz().sample(y0, ts, 0.01, normalize=True)
+    if args.seeds:
+        curves(args, peer, ours, xs, ts)
+        return
     trainers = {"torchsde": Trainer(peer, xs, ts, 0, args.adjoint), "pyjode": Trainer(ours, xs, ts, 0, args.adjoint)}
     if not args.adjoint:
         trainers["floor"] = Trainer(floor, xs, ts, 0, False)

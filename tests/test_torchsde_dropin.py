@@ -264,12 +264,14 @@ def test_gbm_adjoint_gradient_converges_to_closed_form():
         w = bm(0.0, 1.0)
         with torch.no_grad():
             y_t = _gbm_exact(sde, y0, w)
-            exact = torch.stack([y_t.sum(), (y_t * (w - sde.sigma)).sum()])
+            terms = torch.stack([y_t, y_t * (w - sde.sigma)])
         got = torch.stack([sde.mu.grad, sde.sigma.grad])
-        errs.append(((got - exact).abs() / exact.abs()).max().item())
-        torch.testing.assert_close(y0.grad, y_t, rtol=0.2, atol=0)
+        # error relative to Σ|per-path term|: the σ-gradient is a sum of terms of both signs that can nearly cancel
+        errs.append(((got - terms.sum(dim=(1, 2))).abs() / terms.abs().sum(dim=(1, 2))).max().item())
+        if dt <= 2.0 ** -5:  # every path's dL/dy0 = y_T/y0 once the step resolves the path (Milstein: error ∝ dt)
+            torch.testing.assert_close(y0.grad, y_t, rtol=0.05, atol=0)
     # forward Milstein (order 1) and the adjoint's Stratonovich midpoint (order 1 for this commuting noise)
-    assert 0.8 < _observed_order(errs, dts) < 1.3 and errs[-1] < 0.05, errs
+    assert 0.8 < _observed_order(errs, dts) < 1.3 and errs[-1] < 0.01, errs
 
 
 def _flat_grads(x0, module):
@@ -284,9 +286,11 @@ ADJOINT_CASES = [("diagonal", "ito", "euler"), ("scalar", "ito", "milstein"), ("
 
 @pytest.mark.parametrize("noise_type,sde_type,method", ADJOINT_CASES)
 def test_adjoint_approaches_backprop_as_the_step_shrinks(noise_type, sde_type, method):
-    y0 = torch.randn(6, 3, dtype=torch.float64)
+    # 64 paths: the parameters' gradients average over them, so the gap's ratio between the two steps does not hang
+    # on one path's extremes (with 6 paths it ranged 0.05-0.41 over Brownian seeds for Euler; 0.03-0.12 with 64)
+    y0 = torch.randn(64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ts = torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64)
-    bm = BrownianInterval(0.0, 1.0, size=(6, _channels(noise_type)), dtype=torch.float64, entropy=7,
+    bm = BrownianInterval(0.0, 1.0, size=(64, _channels(noise_type)), dtype=torch.float64, entropy=7,
                           levy_area_approximation="space-time")
     diffs = []
     for dt in (2.0 ** -3, 2.0 ** -7):
