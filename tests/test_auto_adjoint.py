@@ -1,4 +1,4 @@
-"""adjoint="auto": the first method, fastest first, whose estimated memory fits the budget."""
+"""adjoint="auto": the method predicted fastest among those whose estimated memory fits the budget."""
 
 from __future__ import annotations
 
@@ -29,23 +29,34 @@ def test_activation_bytes_closed_form():
     assert activation_bytes(field, t[0], y0, tuple(net.parameters())) == 64 * 256 * 8
 
 
-def test_choices_follow_the_budget():
-    net, field, y0, _ = _problem()
-    t = torch.linspace(0, 12, 5, dtype=F64)  # enough steps for bounded checkpoints to save memory
-    params = tuple(net.parameters())
-
+def _runner(field, y0, t, params):
     def run(adjoint):
         stats = pyjode.Stats()
         ys = pyjode.odeint(field, y0, t, method="dopri5", rtol=1e-6, atol=1e-8, adjoint=adjoint,
                            adjoint_params=params, stats=stats)
         return torch.autograd.grad(ys.sum(), (y0, *params)), stats
+    return run
 
+
+def _check_gradient(g, ref, label):
+    tol = 1e-13 if not label.startswith("quadrature") else 1e-4
+    for a, b in zip(g, ref):
+        assert rel_error(a, b) < tol, label
+
+
+def test_many_outputs_rank_checkpointing_before_quadrature():
+    """With 40 output times the quadrature adjoint's backward solve restarts 39 times (at least E + 3 = 9
+    evaluations each), far more than the forward pass: the candidates rank direct, checkpointed, bounded
+    checkpoints, quadrature, and shrinking the budget below each choice's estimate takes the next."""
+    net, field, y0, _ = _problem()
+    t = torch.linspace(0, 12, 40, dtype=F64)  # enough steps for bounded checkpoints to save memory
+    params = tuple(net.parameters())
+    run = _runner(field, y0, t, params)
     ref, st = run("direct")
     first = pyjode.Auto(memory_budget=10 ** 12)
     g, stats = run(first)
     assert stats.adjoint == "checkpointed"  # nothing known yet: the graph-free forward pass counts the steps
-    for a, b in zip(g, ref):
-        assert rel_error(a, b) < 1e-13
+    _check_gradient(g, ref, "checkpointed")
     est = None
     for budget, expected in ((10 ** 12, "direct"), (None, "checkpointed"), (None, "checkpointed(checkpoints="),
                              (None, "quadrature")):
@@ -56,15 +67,47 @@ def test_choices_follow_the_budget():
         assert stats.adjoint.startswith(expected), (budget, stats.adjoint, auto.estimates)
         est = auto.estimates[stats.adjoint]
         assert est <= budget
-        tol = 1e-13 if expected != "quadrature" else 1e-4
-        for a, b in zip(g, ref):
-            assert rel_error(a, b) < tol
-    # the estimates order the candidates by memory
-    values = list(auto.estimates.values())
-    assert values == sorted(values, reverse=True)
+        _check_gradient(g, ref, expected)
+    # here memory and predicted time order the candidates the opposite ways
+    assert list(auto.estimates.values()) == sorted(auto.estimates.values(), reverse=True)
+    assert list(auto.costs.values()) == sorted(auto.costs.values())
+    # the prediction from the record of the previous solve: A = N E accepted evaluations, F in all
+    steps, nfe = st.steps_forward, st.nfe_forward
+    e = nfe / (steps + st.rejected_forward)  # evaluations per attempt (dopri5: 6, plus the first step's guess)
+    assert 6 <= e < 6.5
+    assert auto.costs["direct"] == int(nfe + 2 * steps * e)
+    backward = 39 * (e + 3)  # B = (T - 1)(E + 3) > A here; m = ceil(4 / 2) = 2 nodes per dopri5 step
+    assert auto.costs[stats.adjoint] == int(nfe + 2 * backward + 2 * backward / e) > auto.costs["checkpointed"]
     # with direct's real cost: a step's activations (E = 6 evaluations of 64 x 256 doubles and two states)
-    assert st.steps_forward >= 15
-    assert auto.estimates["direct"] >= st.steps_forward * 6 * 64 * 256 * 8
+    assert steps >= 15
+    assert auto.estimates["direct"] >= steps * 6 * 64 * 256 * 8
+
+
+def test_few_outputs_rank_quadrature_before_checkpointing():
+    """With two output times the backward solve takes about as many evaluations as the forward pass, each
+    with a state-only VJP, so the quadrature adjoint is predicted faster than re-running every step with a
+    graph (as measured on the CNFs and wide MLPs of benchmarks/RESULTS.md), and is taken as soon as direct
+    does not fit."""
+    net, field, y0, _ = _problem()
+    t = torch.tensor([0.0, 12.0], dtype=F64)
+    params = tuple(net.parameters())
+    run = _runner(field, y0, t, params)
+    ref, _ = run("direct")
+    run(pyjode.Auto(memory_budget=10 ** 12))  # the first solve records the steps
+    auto = pyjode.Auto(memory_budget=10 ** 12)
+    run(auto)
+    assert auto.choice.name == "direct"
+    q = next(label for label in auto.costs if label.startswith("quadrature"))
+    assert auto.costs["direct"] < auto.costs[q] < auto.costs["checkpointed"]
+    tight = pyjode.Auto(memory_budget=auto.estimates["direct"] - 1)
+    g, stats = run(tight)
+    assert stats.adjoint.startswith("quadrature"), (stats.adjoint, tight.costs)
+    _check_gradient(g, ref, stats.adjoint)
+    # and when even quadrature's smallest estimate does not fit, the smallest estimate is taken
+    tiny = pyjode.Auto(memory_budget=1)
+    g, stats = run(tiny)
+    assert stats.adjoint == min(tiny.estimates, key=tiny.estimates.get)
+    _check_gradient(g, ref, stats.adjoint)
 
 
 def test_reported_in_the_debug_log(caplog):

@@ -1,41 +1,62 @@
-"""``adjoint="auto"``: the fastest gradient method whose memory fits a budget.
+"""``adjoint="auto"``: the gradient method predicted fastest among those whose memory fits a budget.
 
-**The rule.** The candidates, fastest first, are
+**The rule.** The candidates are
 
-1. ``direct``: backprop through every stage of every accepted step,
-2. ``checkpointed``: states at every step, one step's activations at a time (one extra forward pass
-   without a graph),
-3. ``Checkpointed(checkpoints=c)``, ``c = ceil(2 sqrt(steps))``: O(sqrt(steps)) states (two extra
-   forward passes),
-4. ``Quadrature(max_nodes_per_call=k)``: no per-step memory at all, but a backward solve that restarts at
-   every output time (``Quadrature`` needs a Runge–Kutta method; for :class:`pyjode.Reversible` the
-   last candidate is ``adjoint="reversible"``).
+* ``direct``: backprop through every stage of every accepted step,
+* ``checkpointed``: states at every step, one step's activations at a time (one extra forward pass
+  without a graph),
+* ``Checkpointed(checkpoints=c)``, ``c = ceil(2 sqrt(steps))``: O(sqrt(steps)) states (two extra
+  forward passes),
+* ``Quadrature(max_nodes_per_call=k)``: no per-step memory at all, but a backward solve that restarts at
+  every output time (``Quadrature`` needs a Runge–Kutta method; for :class:`pyjode.Reversible` this
+  candidate is ``adjoint="reversible"``),
 
-and the first whose estimated peak gradient memory fits the budget is used. The estimates, in bytes, from
-``a`` (bytes autograd saves for one evaluation of the field, measured once per field and state shape by
-counting the tensors saved during ``f(t_0, y_0)``, parameters excluded), ``x`` (bytes of one state),
-``N`` (accepted steps), ``E`` (evaluations per accepted step) and ``T`` (output times):
+ordered by their predicted time, and the first whose estimated peak gradient memory fits the budget is
+used. Both predictions come from the previous solve of the same field with a state of the same shape (a
+training loop solves the same problem every iteration): ``N`` accepted steps, ``E`` evaluations per step
+attempt, ``F`` forward evaluations in all (rejected attempts included), ``A = N E`` those of accepted
+steps, and ``T`` output times.
+
+*Time*, in field evaluations, counting a vector-Jacobian product with respect to the state and the
+parameters as two evaluations and one with respect to the state alone as one:
+
+* direct:        ``F + 2 A``          (the forward pass with a graph, one VJP per evaluation),
+* checkpointed:  ``F + 3 A``          (a graph-free forward pass, each step again with a graph, its VJPs),
+* bounded:       ``F + 4 A``          (each segment is re-solved once more from its checkpoint),
+* quadrature:    ``F + 2 B + m B / E`` (the backward solve: each of its ``B`` evaluations with a
+  state-only VJP; then one batched evaluation with a parameter VJP, counted as one, at each of the ``m``
+  Gauss–Legendre nodes of every backward step), with ``B = max(A, (T - 1)(E + 3))``: about as many
+  evaluations as the forward pass, but at least one step and the initial-step guess (two evaluations and
+  the first stage) per output interval, because the backward solve restarts at every output time,
+* reversible:    ``F + 4 A``          (each step reconstructed backwards, then differentiated).
+
+Ties keep the order of the list above. This reproduces the measured ranking on every training workload of
+``benchmarks/RESULTS.md`` (section "Training workloads: checkpointed discrete adjoint ..."): direct was the
+fastest everywhere (0.81–0.88x torchdiffeq's direct backprop); with two output times the quadrature adjoint
+took 0.94–1.00x on the CNFs, 0.96x on the 1 M-parameter MLP and 1.28x at 9 M, against checkpointed's
+1.18–1.23x, 1.00x and 1.78x; on the latent ODE's 100 output times the quadrature backward solve took 891
+evaluations (= 99 x 9, the ``(T - 1)(E + 3)`` above for dopri5) against 56 forward, 5.0x, where
+checkpointed took 1.04x.
+
+*Memory*, in bytes, from ``a`` (bytes autograd saves for one evaluation of the field, measured once per
+field and state shape by counting the tensors saved during ``f(t_0, y_0)``, parameters excluded) and
+``x`` (bytes of one state):
 
 * direct:        ``N E (a + 2x) + T x``   (each stage keeps its activations, its input and its slope),
 * checkpointed:  ``2 N x + E (a + 2x) + T x``,
 * bounded:       ``(c + 2 N / c) 2 x + E (a + 2x) + T x``,
-* quadrature:    ``(k + 2) a + 4 T x``,  ``k`` nodes per parameter-VJP call, as many as fit (at least 1).
+* quadrature:    ``(k + 2) a + 4 T x``,  ``k`` nodes per parameter-VJP call, as many as fit (at least 1),
+* reversible:    ``2 E (a + 2x) + T x``.
 
-``N`` and ``E`` come from the previous solve of the same field with a state of the same shape (a training
-loop solves the same problem every iteration). The first solve, with no such record, uses
-``checkpointed``: its forward pass is the graph-free solve that counts the steps, and its memory is
-states only. The measurements behind the ordering are in ``benchmarks/RESULTS.md`` (section "Training
-workloads: checkpointed discrete adjoint ..."): checkpointed took 1.00–1.23x the time of torchdiffeq's
-direct backprop where pyjode's direct took 0.83–0.88x; the continuous adjoints ranged from 0.87x (a CNF
-with two output times) to 5.0x (a latent ODE with 100 output times, where their backward solve restarts
-at every output). The rule does not predict a continuous adjoint's backward evaluations, so
-where one is faster than checkpointed (small CNFs) it is chosen only when checkpointed does not fit.
+The first solve of a field, with no record, uses ``checkpointed``: its forward pass is the graph-free solve
+that counts the steps, and its memory is states only.
 
 **Budget.** ``memory_budget`` in bytes, or by default ``budget_fraction`` (0.5) of the memory free now:
 ``torch.cuda.mem_get_info`` for a CUDA state, the kernel's ``MemAvailable`` otherwise.
 
-**Report.** The choice is written to ``stats.adjoint`` (``pyjode.Stats``), to the instance's ``choice``
-and ``estimates`` attributes, and to the ``pyjode`` logger at DEBUG level with the estimates behind it.
+**Report.** The choice is written to ``stats.adjoint`` (``pyjode.Stats``), to the instance's ``choice``,
+``estimates`` (bytes) and ``costs`` (predicted evaluations) attributes, and to the ``pyjode`` logger at
+DEBUG level with both behind it.
 """
 
 from __future__ import annotations
@@ -123,7 +144,8 @@ class Auto(GradientMethod):
             raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction!r}")
         self.memory_budget, self.budget_fraction = memory_budget, float(budget_fraction)
         self.choice: Optional[GradientMethod] = None
-        self.estimates: Dict[str, int] = {}
+        self.estimates: Dict[str, int] = {}  # bytes per candidate, of the last choice
+        self.costs: Dict[str, int] = {}  # predicted field evaluations per candidate, of the last choice
 
     def check_method(self, method) -> None:
         Checkpointed().check_method(method)
@@ -144,7 +166,7 @@ class Auto(GradientMethod):
         record = None if history is None else history.get(key)
         if record is None:
             return Checkpointed(), "first solve of this field: its graph-free forward pass counts the steps"
-        steps, evals = record
+        steps, evals, nfe = record
         acts = _per_field(_ACTIVATIONS, spec.func)
         akey = key[:3]  # shape, dtype, device
         if acts is not None and akey in acts:
@@ -160,35 +182,43 @@ class Auto(GradientMethod):
         one_step = evals * per_eval
         c = max(2, math.ceil(2 * math.sqrt(max(steps, 1))))
         budget = self.budget(y0)
-        est = {
-            "direct": steps * one_step + n_out * x,
-            "checkpointed": 2 * steps * x + one_step + n_out * x,
-            f"checkpointed(checkpoints={c})": int((c + 2 * steps / c) * 2 * x) + one_step + n_out * x,
-        }
-        if isinstance(spec.method, Reversible):
-            est["reversible"] = 2 * evals * per_eval + n_out * x
-        else:
-            k = max(1, min(2 ** 14 // max(y0.numel(), 1), int((budget - 4 * n_out * x) // max(a, 1)) - 2))
-            est[f"quadrature(max_nodes_per_call={k})"] = (k + 2) * a + 4 * n_out * x
-        est = {label: int(need) for label, need in est.items()}
-        self.estimates = est
-        methods = [Direct(), Checkpointed(), Checkpointed(checkpoints=c)]
+        accepted = steps * evals  # A: evaluations of the accepted steps
         from .quadrature import Quadrature
         from .reversible import ReversibleAdjoint
 
-        methods.append(ReversibleAdjoint() if isinstance(spec.method, Reversible) else Quadrature(max_nodes_per_call=k))
-        for (label, need), method in zip(est.items(), methods):
+        # (label, method, memory in bytes, time in field evaluations), in the tie-breaking order
+        candidates = [
+            ("direct", Direct(), steps * one_step + n_out * x, nfe + 2 * accepted),
+            ("checkpointed", Checkpointed(), 2 * steps * x + one_step + n_out * x, nfe + 3 * accepted),
+            (f"checkpointed(checkpoints={c})", Checkpointed(checkpoints=c),
+             int((c + 2 * steps / c) * 2 * x) + one_step + n_out * x, nfe + 4 * accepted),
+        ]
+        if isinstance(spec.method, Reversible):
+            candidates.append(("reversible", ReversibleAdjoint(), 2 * evals * per_eval + n_out * x,
+                               nfe + 4 * accepted))
+        else:
+            k = max(1, min(2 ** 14 // max(y0.numel(), 1), int((budget - 4 * n_out * x) // max(a, 1)) - 2))
+            backward = max(accepted, (n_out - 1) * (evals + 3))
+            nodes = backward * _nodes_per_step(spec.method) / max(evals, 1)
+            candidates.append((f"quadrature(max_nodes_per_call={k})", Quadrature(max_nodes_per_call=k),
+                               (k + 2) * a + 4 * n_out * x, nfe + 2 * backward + nodes))
+        candidates = [(label, method, int(need), int(cost)) for label, method, need, cost in candidates]
+        self.estimates = {label: need for label, _, need, _ in candidates}
+        self.costs = {label: cost for label, _, _, cost in candidates}
+        for label, method, need, cost in sorted(candidates, key=lambda c: c[3]):  # stable: ties keep the order
             if need <= budget:
-                return method, f"{label} fits: estimated {need} bytes of a {budget}-byte budget"
-        label, need = list(est.items())[-1]
-        return methods[-1], f"nothing fits the {budget}-byte budget; {label} needs least (estimated {need} bytes)"
+                return method, (f"{label} is the fastest that fits (predicted {cost} evaluations): estimated "
+                                f"{need} bytes of a {budget}-byte budget")
+        label, method, need, _ = min(candidates, key=lambda c: c[2])
+        return method, f"nothing fits the {budget}-byte budget; {label} needs least (estimated {need} bytes)"
 
     def solve(self, spec: SolveSpec) -> torch.Tensor:
         method, why = self.choose(spec)
         method.check_method(spec.method)
         self.choice = method
         name = _label(method)
-        logger.debug("adjoint='auto' chose %s: %s; estimates %s", name, why, self.estimates)
+        logger.debug("adjoint='auto' chose %s: %s; memory estimates %s, predicted evaluations %s", name, why,
+                     self.estimates, self.costs)
         stats = spec.stats
         before = (stats.nfe_forward, stats.steps_forward, stats.rejected_forward)
         ys = method.solve(spec)
@@ -199,11 +229,19 @@ class Auto(GradientMethod):
             # evaluations of the accepted steps: the attempts' evaluations shared out over all attempts
             nfe = stats.nfe_forward - before[0]
             evals = nfe / (steps + stats.rejected_forward - before[2])
-            history[_history_key(spec)] = (steps, evals)
+            history[_history_key(spec)] = (steps, evals, nfe)
         return ys
 
     def __repr__(self) -> str:
         return f"pyjode.Auto(memory_budget={self.memory_budget}, budget_fraction={self.budget_fraction})"
+
+
+def _nodes_per_step(method) -> int:
+    from ..tableau import ButcherTableau
+    from .quadrature import default_nodes_per_step
+
+    return default_nodes_per_step(method) if isinstance(method, ButcherTableau) else \
+        max(1, math.ceil(getattr(method, "order", 4) / 2))
 
 
 def _history_key(spec: SolveSpec) -> tuple:
