@@ -180,7 +180,8 @@ def per_sample_step(stepper, field, t0: torch.Tensor, t1: torch.Tensor, state):
                 ps.refresh = True  # a failure with an old Jacobian: retry the step with a fresh one
                 continue
             break
-        if bool((rate > stepper.method.recompute_above).any()):
+        # a slow contraction asks for a fresh Jacobian at the next step (a failed sample's retry gets one anyway)
+        if bool(((rate > stepper.method.recompute_above) & ~failed).any()):
             ps.refresh = True
         if bad:
             smallest = failed & (h64.abs() <= 1e4 * stepper.eps * t0.abs().clamp(min=1.0))
@@ -208,7 +209,13 @@ def per_sample_step(stepper, field, t0: torch.Tensor, t1: torch.Tensor, state):
             v = torch.einsum("i,ibd->bd", e, Zd) + (gamma0 * h)[:, None] * F0
             err = ps.solve(ps.factor(ps.dirk_matrix(gamma0 * h, ps.J)), v)
         err = torch.where(failed[:, None], torch.full_like(err, math.inf), err)
-        ps.last = (t0, h64, Y, Kd)
+        # a failed sample's stages say nothing: its retry predicts from its last good step, as the scalar stepper does
+        new = (t0, h64, Y, Kd)
+        if ps.last is not None and bad:
+            keep = failed
+            new = tuple(torch.where(keep.view(-1, *([1] * (n.dim() - 1))) if n.dim() < 3 else keep[None, :, None],
+                                    o, n) for n, o in zip(new, ps.last))
+        ps.last = new
     f1 = K[-1].reshape(stepper.shape) if ps.stiffly_accurate else None
     return (y1, f1), err.reshape(stepper.shape), K
 
