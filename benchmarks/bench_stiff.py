@@ -4,8 +4,11 @@
 * Van der Pol with mu = 1000 on [0, 3000] (y0 = (2, 0)), rtol = 1e-6, atol = 1e-6;
 * a batch of 256 Van der Pol problems with mu spread over [900, 1000] (``--mu-range``), one pyjode solve of
   the (256, 2) state with per-sample Jacobians (``jacobian="batch"``) against scipy solving the 256 problems
-  one by one. The batch shares one step size, so it steps as finely as the problem that is jumping at any
-  time needs: with mu spread over [100, 1000] the jumps of some problem cover most of [0, 3000].
+  one by one. With one step size for the batch it steps as finely as the problem that is jumping at any time
+  needs (with mu spread over [100, 1000] the jumps of some problem cover most of [0, 3000]); with
+  ``per_sample=True`` each problem takes its own steps (rows "per-sample"; ``--no-shared`` leaves out the
+  shared-step rows, which take minutes). For per-sample rows, steps are summed over the 256 problems like
+  scipy's, and a Jacobian evaluation covers the whole batch.
 
 Each solve is float64 under ``torch.no_grad()``, one intra-op thread, timed as the median of interleaved
 repeats. Reported beside the time: accepted steps, Jacobian evaluations, vector-field evaluations (scipy:
@@ -15,7 +18,7 @@ max_i |y_i - ref_i| / max(|ref_i|, floor), against scipy's Radau at rtol = 1e-11
 1e-3 for Van der Pol). The installed torchdiffeq (0.2.x) has no implicit solvers, so it is not compared.
 
     python -m benchmarks.bench_stiff [--quick] [--repeats 3]
-    python -m benchmarks.bench_stiff --batch-only [--mu-range 900 1000] [--span 3000]
+    python -m benchmarks.bench_stiff --batch-only [--mu-range 900 1000] [--span 3000] [--no-shared]
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def error(y, ref, floor):
     return float(np.max(np.abs(y - ref) / np.maximum(np.abs(ref), floor)))
 
 
-def pyjode_runner(func, y0, T, name, rtol, atol, jacobian):
+def pyjode_runner(func, y0, T, name, rtol, atol, jacobian, per_sample=False):
     out = {}
 
     def run():
@@ -83,7 +86,7 @@ def pyjode_runner(func, y0, T, name, rtol, atol, jacobian):
         stats = pyjode.Stats()
         with torch.no_grad():
             ys = pyjode.odeint(func, y0, torch.tensor([0.0, T], dtype=F64), method=method, rtol=rtol, atol=atol,
-                               stats=stats, max_steps=10 ** 6)
+                               stats=stats, max_steps=10 ** 6, per_sample=per_sample)
         out.update(y=ys[-1].numpy(), steps=stats.steps_forward, jac=method.stats.jacobians, nfe=stats.nfe_forward)
     return run, out
 
@@ -105,14 +108,18 @@ def single(label, func, f_np, jac_np, y0, T, rtol, atol, floor, repeats):
     report(label, times, outs, ref, floor, "scipy Radau")
 
 
-def batch(repeats, n=256, T=3000.0, rtol=1e-6, atol=1e-6, mu_range=(900.0, 1000.0)):
+def batch(repeats, n=256, T=3000.0, rtol=1e-6, atol=1e-6, mu_range=(900.0, 1000.0), shared=True):
     mus = np.linspace(*mu_range, n)
     mu_t = torch.tensor(mus, dtype=F64)
     y0 = torch.tensor([[2.0, 0.0]] * n, dtype=F64)
     refs = np.stack([scipy_solve(*VdP(None).np(mu), [2.0, 0.0], T, "Radau", 1e-11, 1e-10)[0] for mu in mus])
     runners, outs = {}, {}
     for name in ("kvaerno5", "radauIIA5"):
-        runners[f"pyjode {name}"], outs[f"pyjode {name}"] = pyjode_runner(VdP(mu_t), y0, T, name, rtol, atol, "batch")
+        if shared:
+            runners[f"pyjode {name}"], outs[f"pyjode {name}"] = pyjode_runner(VdP(mu_t), y0, T, name, rtol, atol,
+                                                                               "batch")
+        label = f"pyjode {name} per-sample"
+        runners[label], outs[label] = pyjode_runner(VdP(mu_t), y0, T, name, rtol, atol, "batch", per_sample=True)
     for m in ("Radau", "BDF"):
         out = {}
 
@@ -144,10 +151,11 @@ def main():
     parser.add_argument("--batch-only", action="store_true", help="only the batch of 256, one repeat")
     parser.add_argument("--mu-range", type=float, nargs=2, default=(900.0, 1000.0))
     parser.add_argument("--span", type=float, default=3000.0, help="end time of the batch solve")
+    parser.add_argument("--no-shared", action="store_true", help="batch: only the per-sample pyjode solves")
     args = parser.parse_args()
     if args.batch_only:
         torch.set_num_threads(1)
-        batch(1, T=args.span, mu_range=tuple(args.mu_range))
+        batch(1, T=args.span, mu_range=tuple(args.mu_range), shared=not args.no_shared)
         return
     torch.set_num_threads(1)
     repeats = args.repeats

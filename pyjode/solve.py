@@ -55,8 +55,9 @@ def solve(
 
     Args:
         func: the vector field ``func(t, y) -> dy/dt`` with the shape and dtype of ``y``; an
-            ``nn.Module`` or any callable. ``t`` arrives as a 0-dim tensor.
-        y0: initial state of any shape; leading dimensions are batch (one step size for all).
+            ``nn.Module`` or any callable. ``t`` arrives as a 0-dim tensor (a ``(B,)`` one with ``per_sample``).
+        y0: initial state of any shape; leading dimensions are batch (one step size for all, unless
+            ``per_sample``).
         t: 1-D, strictly increasing or strictly decreasing output times; ``t[0]`` is the initial time.
         method: fixed-step ``"euler" "midpoint" "heun" "heun2" "heun3" "rk4"``, adaptive ``"adaptive_heun"
             "fehlberg2" "bosh3" "dopri5" "tsit5" "dopri8"``, a :class:`pyjode.ButcherTableau`,

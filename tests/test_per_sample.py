@@ -200,6 +200,17 @@ def test_autograd_takes_the_same_steps_as_no_grad(method):
     assert torch.isfinite(g).all() and (g != 0).all()
 
 
+def test_gradient_with_respect_to_output_times():
+    """d/dt_i of sum_b y_b(t_2) for y_b' = -k_b y_b: f at the end, minus f at the start, 0 in between."""
+    k = torch.tensor([0.5, 2.0], dtype=F64)
+    t = torch.tensor([0.0, 1.0, 2.0], dtype=F64, requires_grad=True)
+    ys = pyjode.odeint(lambda t, y: -k[:, None] * y, torch.ones(2, 1, dtype=F64), t, per_sample=True, rtol=1e-10,
+                       atol=1e-12)
+    (g,) = torch.autograd.grad(ys[-1].sum(), t)
+    end = -sum(kk * math.exp(-2 * kk) for kk in k.tolist())
+    torch.testing.assert_close(g, torch.tensor([-end, 0.0, end], dtype=F64), rtol=1e-8, atol=1e-9)
+
+
 def test_gradient_of_one_sample_does_not_reach_the_others():
     """Samples are independent: the gradient of sample 0's output with respect to sample 1's parameters is 0."""
     k = torch.tensor(RATES, dtype=F64, requires_grad=True)
