@@ -87,6 +87,18 @@ def test_each_sample_takes_the_steps_it_takes_alone(method, dtype):
     assert run.iterations == int((run.steps + run.rejected).max())
 
 
+def test_a_norm_of_ones_own_is_taken_per_sample():
+    """A user's norm (here the RMS written out, which torch.vmap maps over the samples) steps as rms_norm does."""
+    k = torch.tensor(RATES, dtype=F64)
+    y0 = torch.ones(len(RATES), 3, dtype=F64)
+    t = torch.tensor(TS, dtype=F64)
+    own, built_in = pyjode.Stats(), pyjode.Stats()
+    a = pyjode.odeint(Forced(k), y0, t, per_sample=True, norm=lambda x: x.pow(2).mean().sqrt(), stats=own)
+    b = pyjode.odeint(Forced(k), y0, t, per_sample=True, stats=built_in)
+    assert own.steps_forward == built_in.steps_forward and own.rejected_forward == built_in.rejected_forward
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
 def test_stats_count_every_sample():
     k = torch.tensor(RATES, dtype=F64)
     y0 = torch.ones(len(RATES), 1, dtype=F64)
