@@ -54,6 +54,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional, Tuple, Union
 
+import numpy as np
 import torch
 
 from .implicit_tableau import IMPLICIT_TABLEAUS, ImplicitTableau
@@ -64,6 +65,18 @@ from .stepper import Stepper, time_maker
 from .tableau import _hermite_interp
 
 __all__ = ["Implicit", "ImplicitRungeKutta", "IMPLICIT_METHODS"]
+
+
+def eigen_pair(a, eigenvalue: float):
+    """The left and right eigenvectors ``u``, ``t`` of the matrix ``a`` for its real ``eigenvalue``,
+    scaled so that ``u t = 1`` (NumPy arrays)."""
+    a = np.asarray(a, dtype=np.float64)
+    values, right = np.linalg.eig(a)
+    k = int(np.argmin(np.abs(values - eigenvalue)))
+    values_t, left = np.linalg.eig(a.T)
+    m = int(np.argmin(np.abs(values_t - eigenvalue)))
+    t, u = right[:, k].real, left[:, m].real
+    return u / (u @ t), t
 
 #: The names of the implicit methods: adaptive ``kvaerno3 kvaerno4 kvaerno5 radauIIA5``, fixed-step the rest.
 IMPLICIT_METHODS = tuple(IMPLICIT_TABLEAUS)
@@ -83,6 +96,12 @@ class Implicit:
         max_iters: Newton iterations per stage before the attempt counts as failed.
         kappa: the convergence tolerance, as a fraction of the solve's error tolerance.
         recompute_above: contraction rate above which the Jacobian is evaluated afresh at the next step.
+        keep_step: when the controller proposes to grow an accepted step by a factor in ``[1, keep_step]``
+            and the Jacobian is kept, the next step keeps the size of this one, so the factorised Newton
+            matrices are reused (Hairer & Wanner's RADAU5 and scipy's Radau use ``1.2``). The default ``1``
+            changes the step whenever the controller says so: with factorisations as cheap as a few
+            Newton iterations here, holding the step saved no time on the stiff benchmarks but took up
+            to 9% more steps (benchmarks/RESULTS.md, stiff section).
 
     Attributes:
         stats: a :class:`~pyjode.newton.NewtonStats` (Jacobians, factorisations, Newton iterations and
@@ -93,7 +112,7 @@ class Implicit:
 
     def __init__(self, method: Union[str, ImplicitTableau] = "kvaerno5", *, jacobian: str = "full",
                  adaptive: Optional[bool] = None, max_iters: int = 10, kappa: float = 0.01,
-                 recompute_above: float = 0.1):
+                 recompute_above: float = 0.1, keep_step: float = 1.0):
         if isinstance(method, str):
             if method not in IMPLICIT_TABLEAUS:
                 raise ValueError(f"method={method!r} is not an implicit method; choose one of {list(IMPLICIT_METHODS)}")
@@ -111,6 +130,9 @@ class Implicit:
         for name, v in (("kappa", kappa), ("recompute_above", recompute_above)):
             if not isinstance(v, (int, float)) or not 0 < v < 1:
                 raise ValueError(f"{name} must be a number in (0, 1), got {v!r}")
+        if isinstance(keep_step, bool) or not isinstance(keep_step, (int, float)) or not 1 <= keep_step < 2:
+            raise ValueError(f"keep_step must be a number in [1, 2), such as 1.2 (or 1 to turn the rule off), "
+                             f"got {keep_step!r}")
         self.tableau = method
         self.name = method.name
         self.order = method.order
@@ -119,6 +141,7 @@ class Implicit:
         self.interp = method.interp
         self.jacobian = jacobian
         self.max_iters, self.kappa, self.recompute_above = max_iters, float(kappa), float(recompute_above)
+        self.keep_step = float(keep_step)
         self.stats = NewtonStats()
 
     def stepper(self, like: torch.Tensor) -> "ImplicitRungeKutta":
@@ -164,9 +187,20 @@ class ImplicitRungeKutta(Stepper):
         self.radau = None
         if tab.radau_error is not None:
             self.radau = (float(tab.radau_error[0]), torch.as_tensor(tab.radau_error[1], **opts))
+            if not self.dirk:  # the estimate's solve through the stages' factors (see `_error`)
+                left, right = eigen_pair(tab.a, self.radau[0])
+                self._radau_left = torch.as_tensor(left, **opts)
+                self._radau_right = torch.as_tensor(right, **opts).unsqueeze(1)
         self.needs_f0 = tab.explicit_first_stage or self.radau is not None
+        self.stiffly_accurate = tab.stiffly_accurate
+        # a 1-D state is passed to the field as the flat vectors the iteration works on (no view per call)
+        self._flat = like.dim() == 1
+        self._rms = False  # set by `prepare`: whether the norm is rms_norm (computed here in one call)
+        self._sqrt_n = 1.0
         P = tab.interp if tab.interp is not None else _hermite_interp(tab.b, first=0, last=self.s - 1)
-        self._interp = P.tolist()
+        # the dense output's weights b_i(theta) = sum_m P[i, m] theta^(m+1), for all thetas in one product
+        self._interp_T = np.ascontiguousarray(np.asarray(P, dtype=np.float64).T)
+        self._interp_powers = np.arange(1, P.shape[1] + 1)
         # step-control settings (set by the loop through `prepare`)
         self.rtol, self.atol, self.norm = 1e-7, 1e-9, rms_norm
         # Newton state kept across steps
@@ -174,6 +208,9 @@ class ImplicitRungeKutta(Stepper):
         self.jac_at: Any = None  # (t, y) where it was evaluated
         self.refresh = True
         self.factors: dict = {}
+        self._factors_h: Optional[float] = None  # the step size the factors are for
+        self._hook_of: Any = None  # the field whose `newton_blocks` hook is cached in _hook
+        self._hook = None
         self.eta, self.eta_rate = 1.0, 0.0
         self._explicit_parts = False
         # whether the field's output needs a graph (it closes over tensors that require grad): found out by
@@ -184,6 +221,14 @@ class ImplicitRungeKutta(Stepper):
     def prepare(self, control) -> None:
         """Take the solve's tolerances and norm for the Newton convergence test."""
         self.rtol, self.atol, self.norm = control.rtol, control.atol, control.norm
+        self._rms = control.norm is rms_norm
+        self._sqrt_n = math.sqrt(max(self.n, 1))
+
+    def hold_step(self, ratio: float) -> bool:
+        """Whether the adaptive loop should keep the step size instead of changing it by ``ratio``: a
+        small growth with the Jacobian kept (``keep_step``; Hairer & Wanner's RADAU5), so the next step
+        reuses the factorised Newton matrices."""
+        return 1.0 <= ratio <= self.method.keep_step and not self.refresh
 
     # -- the stepper protocol --------------------------------------------------------------------------------
 
@@ -201,14 +246,19 @@ class ImplicitRungeKutta(Stepper):
         return state[1] if state[1] is not None else field(self.time(t), state[0])
 
     def interpolate(self, state: ImplicitState, K: torch.Tensor, t0: float, t1: float, thetas) -> torch.Tensor:
-        rows = []
-        for th in thetas:
-            th = float(th)
-            powers = [th ** (m + 1) for m in range(len(self._interp[0]))]
-            rows.append([sum(p * q for p, q in zip(row, powers)) for row in self._interp])
-        W = torch.tensor(rows, **self._opts)
-        out = torch.addmm(state[0].reshape(1, -1), W, K, alpha=t1 - t0)
-        return out.view(len(rows), *self.shape)
+        out = torch.addmm(state[0].reshape(1, -1), self._interp_weights(thetas), K, alpha=t1 - t0)
+        return out.view(len(thetas), *self.shape)
+
+    def _interp_weights(self, thetas) -> torch.Tensor:
+        """The dense output's weights ``b_i(theta)``, one row per theta (computed on the host in float64)."""
+        th = np.asarray(thetas, dtype=np.float64)
+        return torch.from_numpy((th[:, None] ** self._interp_powers) @ self._interp_T).to(**self._opts)
+
+    def _flat_values(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` flat and without a graph (no operation where it already is)."""
+        if x.requires_grad:
+            x = x.detach()
+        return x if self._flat else x.reshape(-1)
 
     @property
     def per_sample_time(self) -> bool:
@@ -222,9 +272,11 @@ class ImplicitRungeKutta(Stepper):
             return per_sample_step(self, field, t0, t1, state)
         y, f0 = state
         h = t1 - t0
-        hook = find_blocks_hook(field)
+        if field is not self._hook_of:  # looked up once per field, not per step
+            self._hook_of, self._hook = field, find_blocks_hook(field)
+        hook = self._hook
         with torch.no_grad():
-            scale = (self.rtol * y.detach().abs().reshape(-1)).add_(self.atol)
+            scale = torch.abs(self._flat_values(y)).mul_(self.rtol).add_(self.atol)
         for _ in range(2):
             fresh = self._ensure_jacobian(field, hook, t0, y)
             try:
@@ -246,7 +298,7 @@ class ImplicitRungeKutta(Stepper):
         K = self._slopes(h, y, f0, Z)
         y1 = self._solution(h, y, Z, K)
         err = self._error(h, y, f0, Z, K) if self.adaptive else None
-        f1 = K[-1].view(self.shape) if self.tableau.stiffly_accurate else None
+        f1 = (K[-1] if self._flat else K[-1].view(self.shape)) if self.stiffly_accurate else None
         self._last = (t0, h, y, y1, K)
         return (y1, f1), err, K
 
@@ -262,8 +314,8 @@ class ImplicitRungeKutta(Stepper):
             return None
         thetas = [(t0 + ci * h - t_prev) / h_prev for ci in self.c]
         with torch.no_grad():
-            return self.interpolate((y_prev.detach(), None), K_prev.detach(), t_prev, t_prev + h_prev,
-                                    thetas).reshape(self.s, -1)
+            K_prev = K_prev.detach() if K_prev.requires_grad else K_prev
+            return torch.addmm(self._flat_values(y_prev), self._interp_weights(thetas), K_prev, alpha=h_prev)
 
     # -- Newton ------------------------------------------------------------------------------------------------
 
@@ -271,7 +323,7 @@ class ImplicitRungeKutta(Stepper):
         """Evaluate J at (t0, y) when asked to; returns whether the J in use is fresh at this point."""
         if self.blocks is None or self.refresh:
             self.blocks = self._blocks(field, hook, t0, y.detach().reshape(-1))
-            self.jac_at, self.refresh, self.factors = (t0, y), False, {}
+            self.jac_at, self.refresh, self.factors, self._factors_h = (t0, y), False, {}, None
             self._explicit_parts = any(J is None for _, _, J in self.blocks)
             return True
         return self.jac_at[0] == t0 and self.jac_at[1] is y
@@ -283,17 +335,27 @@ class ImplicitRungeKutta(Stepper):
             return hook(tt, s, self.method.jacobian)
         return [(0, self.n, field_jacobian(field, tt, s.view(self.shape), self.method.jacobian))]
 
-    def _dirk_factors(self, hg: float):
-        f = self.factors.get(("d", hg))
+    def _factors_for(self, h: float) -> dict:
+        """The factorised Newton matrices of step size ``h`` (those of other step sizes are dropped: the
+        loop keeps a step size while it can, see `hold_step`)."""
+        if h != self._factors_h:
+            self.factors, self._factors_h = {}, h
+        return self.factors
+
+    def _dirk_factors(self, h: float, g: float):
+        """Factors of ``I - h g J``."""
+        cache = self._factors_for(h)
+        f = cache.get(g)
         if f is None:
-            f = self.factors[("d", hg)] = factor_dirk(self.blocks, hg, self.stats)
+            f = cache[g] = factor_dirk(self.blocks, h * g, self.stats)
         return f
 
     def _firk_factors(self, h: float):
-        f = self.factors.get(("f", h))
+        """Factors of ``I - h A ⊗ J``."""
+        cache = self._factors_for(h)
+        f = cache.get("A")
         if f is None:
-            self.factors = {k: v for k, v in self.factors.items() if k[0] != "f"}  # one step size at a time
-            f = self.factors[("f", h)] = factor_firk(self.blocks, self.A, h, self.stats)
+            f = cache["A"] = factor_firk(self.blocks, self.A, h, self.stats)
         return f
 
     def _converged(self, k: int, nd: float, prev: float, t: float) -> bool:
@@ -323,13 +385,26 @@ class ImplicitRungeKutta(Stepper):
         return False
 
     def _scaled(self, dz: torch.Tensor, scale: torch.Tensor) -> float:
-        if dz.dim() == 1:
-            return float(self.norm((dz / scale).view(self.shape)))
-        return float(torch.stack([self.norm((row / scale).view(self.shape)) for row in dz]).max())
+        """The size of a Newton increment: ``||dz / scale||`` for one stage, the largest over the stages
+        ``(s, n)`` of a fully implicit method (one host synchronisation either way)."""
+        x = dz / scale
+        if self._rms:  # rms_norm of each stage at once
+            if x.dim() == 1:
+                return float(torch.linalg.vector_norm(x)) / self._sqrt_n
+            return float(torch.linalg.vector_norm(x, dim=1).max()) / self._sqrt_n
+        if x.dim() == 1:
+            return float(self.norm(x.view(self.shape)))
+        return float(torch.stack([self.norm(row.view(self.shape)) for row in x]).max())
+
+    def _field_flat(self, field, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """f(t, z) for a flat stage value ``z``, flat."""
+        if self._flat:
+            return field(t, z)
+        return field(t, z.view(self.shape)).reshape(-1)
 
     def _stages_dirk(self, field, t0: float, h: float, y: torch.Tensor, f0, scale, predicted=None):
         """The converged stages z_i (flat, without a graph) of a diagonally implicit method."""
-        y_flat = y.detach().reshape(-1)
+        y_flat = self._flat_values(y)
         f0 = None if f0 is None else f0.detach().reshape(-1)
         Z, K = [], []
         self.eta_rate = 0.0
@@ -342,16 +417,17 @@ class ImplicitRungeKutta(Stepper):
                 K.append(f0)
                 continue
             hg = h * g
-            factors = self._dirk_factors(hg)
+            factors = self._dirk_factors(h, g)
             if predicted is not None:
-                z = predicted[i].clone()
+                z = predicted[i]  # never changed in place: each iterate is a new tensor
             else:
                 guess = K[-1] if K else f0
-                z = base + hg * guess if guess is not None else base.clone()
+                z = torch.add(base, guess, alpha=hg) if guess is not None else base
             ti = self.time(t0 + self.c[i] * h)
             prev = 0.0
             for k in range(self.method.max_iters):
-                r = base + hg * field(ti, z.view(self.shape)).reshape(-1) - z
+                # r = base + hg f(z) - z, in two operations
+                r = torch.add(base, self._field_flat(field, ti, z), alpha=hg).sub_(z)
                 dz = solve_dirk(factors, r)
                 z = z + dz
                 nd = self._scaled(dz, scale)
@@ -368,15 +444,15 @@ class ImplicitRungeKutta(Stepper):
 
     def _stages_firk(self, field, t0: float, h: float, y: torch.Tensor, scale, predicted=None):
         """The converged stage increments W = Z - y, ``(s, n)`` without a graph, of a fully implicit method."""
-        y_flat = y.detach().reshape(-1)
+        y_flat = self._flat_values(y)
         factors = self._firk_factors(h)
         W = torch.zeros(self.s, self.n, **self._opts) if predicted is None else predicted - y_flat
         times = [self.time(t0 + ci * h) for ci in self.c]
         prev = 0.0
         self.eta_rate = 0.0
         for k in range(self.method.max_iters):
-            F = torch.stack([field(times[i], (y_flat + W[i]).view(self.shape)).reshape(-1) for i in range(self.s)])
-            R = torch.addmm(-W, self.A, F, alpha=h)
+            F = torch.stack([self._field_flat(field, ti, z) for ti, z in zip(times, (W + y_flat).unbind(0))])
+            R = torch.addmm(W, self.A, F, beta=-1.0, alpha=h)  # -W + h (A ⊗ I) F
             dW = solve_firk(factors, R)
             W = W + dW
             nd = self._scaled(dW, scale)
@@ -456,7 +532,7 @@ class ImplicitRungeKutta(Stepper):
     def _slopes(self, h: float, y: torch.Tensor, f0, Z) -> torch.Tensor:
         """The stage slopes k_i, ``(s, n)``, from the stage equations (no further evaluations of f)."""
         if not self.dirk:
-            return (self.A_inv @ Z) / h
+            return torch.mm(self.A_inv, Z).div_(h)
         y_flat = y.reshape(-1)
         K = []
         for i in range(self.s):
@@ -468,15 +544,25 @@ class ImplicitRungeKutta(Stepper):
         return torch.stack(K)
 
     def _solution(self, h: float, y: torch.Tensor, Z, K: torch.Tensor) -> torch.Tensor:
-        if self.tableau.stiffly_accurate:  # y1 is the last stage: no cancellation in h sum b_i k_i
+        if self.stiffly_accurate:  # y1 is the last stage: no cancellation in h sum b_i k_i
             last = Z[-1] if self.dirk else y.reshape(-1) + Z[-1]
             return last.view(self.shape)
         return torch.addmv(y.reshape(-1), K.t(), self.b, alpha=h).view(self.shape)
 
     def _error(self, h: float, y: torch.Tensor, f0, Z, K: torch.Tensor) -> torch.Tensor:
+        """The embedded estimate; for Radau IIA 5 the filtered ``(I - h gamma0 J)^{-1} v``. With ``A t =
+        gamma0 t``, ``u A = gamma0 u`` and ``u t = 1``, ``(I - h A ⊗ J)(t ⊗ x) = t ⊗ (I - h gamma0 J) x``, so
+        ``(I - h gamma0 J)^{-1} v = (u ⊗ I) (I - h A ⊗ J)^{-1} (t ⊗ v)``: the stages' factors, which the
+        step already has, serve the estimate too (Hairer & Wanner's RADAU5 likewise reuses the real block
+        of its transformed system), instead of a factorisation of its own every step."""
         with torch.no_grad():
             if self.radau is None:
                 return torch.mv(K.detach().t(), self.e).mul_(h)
             gamma0, e = self.radau
-            v = torch.mv(Z.detach().t(), e).add_(f0.detach().reshape(-1), alpha=gamma0 * h)
-            return solve_dirk(self._dirk_factors(h * gamma0), v)
+            Zd = torch.stack(Z) if self.dirk else Z
+            Zd = Zd.detach() if Zd.requires_grad else Zd
+            v = torch.addmv(self._flat_values(f0), Zd.t(), e, beta=gamma0 * h)  # e^T Z + gamma0 h f(t, y)
+            if self.dirk:
+                return solve_dirk(self._dirk_factors(h, gamma0), v)
+            X = solve_firk(self._firk_factors(h), self._radau_right * v)  # (t ⊗ v) as (s, n)
+            return torch.mv(X.t(), self._radau_left)

@@ -199,6 +199,9 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
     dtype = y0.dtype
     moves_ends, callbacks = control.moves_ends, control.callbacks
     min_step, max_step, accept_min_step = control.min_step, control.max_step, control.accept_min_step
+    # a stepper may ask to keep the step size through small changes (implicit methods reuse their
+    # factorised Newton matrices: Hairer's rule)
+    hold_step = getattr(stepper, "hold_step", None)
     state = stepper.init(field, control.evaluation_span(t0, t_end, dtype)[0], y0)
     first = control.first_step if control.first_step is not None else control.step_size
     if first is None:
@@ -284,6 +287,8 @@ def adaptive_loop(stepper: Stepper, field, y0: torch.Tensor, ts: List[float], co
         # A step shortened only to land on a target says nothing against the step proposed before it.
         h = max(proposal, h) if clipped else proposal
         h = min(max(h, min_step), max_step)
+        if hold_step is not None and not clipped and hold_step(h / h_used):
+            h = h_used
         just_rejected = False
         prev_ratio = max(ratio, 1e-4)
     return Run(ys, state, times, output_steps)
