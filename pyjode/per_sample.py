@@ -85,6 +85,10 @@ def check_per_sample(stepper, y0: torch.Tensor, control: StepControl, on_step=No
     if y0.dim() < 1 or y0.shape[0] < 1:
         raise ValueError(f"per_sample=True needs y0 of shape (B, ...) with the independent samples along its "
                          f"first dimension, got shape {tuple(y0.shape)}")
+    keep_step = getattr(getattr(stepper, "method", None), "keep_step", 1.0)
+    if keep_step != 1.0:
+        raise ValueError(f"per_sample=True: keep_step={keep_step} has nothing to keep (each sample's Newton matrices "
+                         f"are factorised at every step, as a batch); use keep_step=1")
     unsupported = [name for name, given in (("jump_ts", bool(control.jump_ts)), ("perturb", control.perturb),
                                             ("step callbacks", control.callbacks is not None),
                                             ("dense output (on_step)", on_step is not None)) if given]

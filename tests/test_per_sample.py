@@ -308,6 +308,7 @@ def test_torchdiffeq_options_reach_per_sample():
     (dict(adjoint="backsolve"), "adjoint='direct' only"),
     (dict(adjoint="checkpointed"), "adjoint='direct' only"),
     (dict(jump_ts=[1.0]), "does not support jump_ts"),
+    (dict(method=Implicit("radauIIA5", jacobian="batch", keep_step=1.2)), "keep_step=1.2 has nothing to keep"),
     (dict(perturb=True), "does not support perturb"),
 ])
 def test_refused_combinations(kwargs, match):
