@@ -269,19 +269,19 @@ def test_one_stiff_sample_steps_as_the_scalar_implicit_solver(name):
 
 
 def test_stiff_batch_with_different_time_scales_takes_far_fewer_attempts_than_shared_steps():
-    """The point of per-sample steps: with mu spread over [10, 100], each problem's sharp transitions come at
+    """The point of per-sample steps: with mu spread over [20, 60], each problem's sharp transitions come at
     different times; the shared step size takes the union of all their small steps."""
-    mus = torch.linspace(10.0, 100.0, 6, dtype=F64)
-    y0 = torch.tensor([[2.0, 0.0]] * 6, dtype=F64)
+    mus = torch.linspace(20.0, 60.0, 4, dtype=F64)
+    y0 = torch.tensor([[2.0, 0.0]] * 4, dtype=F64)
     shared, own = pyjode.Stats(), pyjode.Stats()
     run_kw = dict(rtol=1e-5, atol=1e-5)
     with torch.no_grad():
-        a = pyjode.odeint(VdP(mus), y0, torch.tensor([0.0, 80.0], dtype=F64),
+        a = pyjode.odeint(VdP(mus), y0, torch.tensor([0.0, 40.0], dtype=F64),
                           method=Implicit("radauIIA5", jacobian="batch"), stats=shared, **run_kw)
         m = Implicit("radauIIA5", jacobian="batch")
-        b = pyjode.odeint(VdP(mus), y0, torch.tensor([0.0, 80.0], dtype=F64), method=m, stats=own,
+        b = pyjode.odeint(VdP(mus), y0, torch.tensor([0.0, 40.0], dtype=F64), method=m, stats=own,
                           per_sample=True, **run_kw)
-    assert own.steps_forward / 6 < 0.5 * shared.steps_forward
+    assert own.steps_forward / 4 < 0.5 * shared.steps_forward
     torch.testing.assert_close(a[-1], b[-1], rtol=0, atol=2e-2)  # the same problems (accuracy: the tests above)
 
 
