@@ -268,6 +268,25 @@ def test_one_stiff_sample_steps_as_the_scalar_implicit_solver(name):
     torch.testing.assert_close(batch.ys[-1], alone.ys[-1], rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("name", ["radauIIA5", "kvaerno5"])
+def test_a_mild_sample_beside_a_stiff_one_steps_as_alone(name):
+    """Van der Pol mu = 5 beside mu = 500 takes the steps it takes alone: the stiff sample's rejected steps
+    and Newton failures (max_iters=3 makes some) are its own, and the shared Jacobian refreshes change the
+    mild sample's stages within the Newton tolerance only."""
+    y0 = torch.tensor([[2.0, 0.0]] * 2, dtype=F64)
+    control = StepControl(rtol=1e-6, atol=1e-6, per_sample=True)
+    with torch.no_grad():
+        method = Implicit(name, jacobian="batch", max_iters=3)
+        pair = integrate(method.stepper(y0), VdP(torch.tensor([5.0, 500.0], dtype=F64)), y0, [0.0, 5.0], control,
+                         keep_times=True)
+        alone = integrate(Implicit(name, jacobian="batch", max_iters=3).stepper(y0[:1]),
+                          VdP(torch.tensor([5.0], dtype=F64)), y0[:1], [0.0, 5.0], control, keep_times=True)
+    assert method.stats.newton_failures > 0 and int(pair.rejected[1]) > 0
+    assert int(pair.steps[0]) == int(alone.steps[0]) and int(pair.rejected[0]) == int(alone.rejected[0])
+    np.testing.assert_allclose(np.array(pair.sample_times[0]), np.array(alone.sample_times[0]), rtol=1e-7)
+    torch.testing.assert_close(pair.ys[-1][0], alone.ys[-1][0], rtol=1e-7, atol=1e-9)
+
+
 def test_stiff_batch_with_different_time_scales_takes_far_fewer_attempts_than_shared_steps():
     """The point of per-sample steps: with mu spread over [20, 60], each problem's sharp transitions come at
     different times; the shared step size takes the union of all their small steps."""
