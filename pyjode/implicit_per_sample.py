@@ -30,6 +30,7 @@ from typing import Optional
 import torch
 
 from .newton import field_jacobian
+from .norms import rms_norm
 from .per_sample import per_sample_norm
 from .tableau import _hermite_interp
 
@@ -112,6 +113,8 @@ class PerSampleNewton:
         st = self.stepper
         if dz.dim() == 2:
             return per_sample_norm(st.norm, (dz / scale).reshape(st.shape))
+        if st.norm is rms_norm:  # every stage's RMS at once, as per_sample_norm takes it
+            return (torch.linalg.vector_norm(dz / scale, dim=2) / math.sqrt(self.d)).amax(0)
         return torch.stack([per_sample_norm(st.norm, (row / scale).reshape(st.shape)) for row in dz]).amax(0)
 
     def predict(self, t0: torch.Tensor, h: torch.Tensor, Y: torch.Tensor):
@@ -290,7 +293,7 @@ def _stages_firk(ps, stepper, field, t0, h64, h, Y, scale, predicted, usable):
     rate = torch.zeros_like(prev)
     for k in range(stepper.method.max_iters):
         F = torch.stack([field(times[i], (Y + W[i]).reshape(shape)).reshape(B, d) for i in range(s)])
-        R = h[None, :, None] * torch.einsum("ij,jbd->ibd", ps.A, F) - W
+        R = h[None, :, None] * (ps.A @ F.reshape(s, -1)).view(s, B, d) - W
         dW = torch.where(conv[None, :, None], torch.zeros_like(R), ps.firk_solve(fac, R))
         W = W + dW
         nd = ps.scaled(dW, scale)
