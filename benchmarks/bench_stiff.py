@@ -17,15 +17,22 @@ analytic Jacobian, as pyjode gets an exact one from autodiff) and the error at t
 max_i |y_i - ref_i| / max(|ref_i|, floor), against scipy's Radau at rtol = 1e-11 (floor 1e-8 for Robertson,
 1e-3 for Van der Pol). The installed torchdiffeq (0.2.x) has no implicit solvers, so it is not compared.
 
-    python -m benchmarks.bench_stiff [--quick] [--repeats 3]
+    python -m benchmarks.bench_stiff [--quick] [--repeats 3] [--keep-step 1.2]
     python -m benchmarks.bench_stiff --batch-only [--mu-range 900 1000] [--span 3000] [--no-shared] [--n 256]
         [--ref-rtol 1e-11]
+    python -m benchmarks.bench_stiff --breakdown [--repeats 3]
+
+``--breakdown`` splits each pyjode single-problem solve's time into the vector field's evaluations
+(outside the Jacobians), the Jacobians (their own field evaluations included) and the rest (the Newton
+iteration's linear algebra and bookkeeping, the factorisations, the error estimate, the step loop), from
+clocks around the calls, the fastest of ``--repeats`` solves; and the same split of scipy's Radau.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import time
 
 import numpy as np
 import torch
@@ -79,11 +86,11 @@ def error(y, ref, floor):
     return float(np.max(np.abs(y - ref) / np.maximum(np.abs(ref), floor)))
 
 
-def pyjode_runner(func, y0, T, name, rtol, atol, jacobian, per_sample=False):
+def pyjode_runner(func, y0, T, name, rtol, atol, jacobian, keep_step=1.0, per_sample=False):
     out = {}
 
     def run():
-        method = pyjode.Implicit(name, jacobian=jacobian)
+        method = pyjode.Implicit(name, jacobian=jacobian, keep_step=keep_step)
         stats = pyjode.Stats()
         with torch.no_grad():
             ys = pyjode.odeint(func, y0, torch.tensor([0.0, T], dtype=F64), method=method, rtol=rtol, atol=atol,
@@ -92,12 +99,12 @@ def pyjode_runner(func, y0, T, name, rtol, atol, jacobian, per_sample=False):
     return run, out
 
 
-def single(label, func, f_np, jac_np, y0, T, rtol, atol, floor, repeats):
+def single(label, func, f_np, jac_np, y0, T, rtol, atol, floor, repeats, keep_step=1.0):
     ref = scipy_solve(f_np, jac_np, y0, T, "Radau", 1e-11, atol * 1e-4)[0]
     runners, outs = {}, {}
     for name in ("kvaerno5", "radauIIA5"):
         runners[f"pyjode {name}"], outs[f"pyjode {name}"] = pyjode_runner(func, torch.tensor(y0, dtype=F64), T, name,
-                                                                           rtol, atol, "full")
+                                                                           rtol, atol, "full", keep_step)
     for m in ("Radau", "BDF"):
         out = {}
 
@@ -139,6 +146,96 @@ def batch(repeats, n=256, T=3000.0, rtol=1e-6, atol=1e-6, mu_range=(900.0, 1000.
            f"atol={atol:g} (reference: scipy Radau at rtol={ref_rtol:g})", times, outs, refs, 1e-3, "scipy Radau")
 
 
+class _Clocked:
+    """A callable that adds the wall-clock time of its calls to ``clock[key]`` (nested clocks of the same
+    dictionary are not subtracted: the caller does that)."""
+
+    def __init__(self, func, clock, key):
+        self.func, self.clock, self.key = func, clock, key
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.func(*args, **kwargs)
+        finally:
+            self.clock[self.key] += time.perf_counter() - start
+
+
+def breakdown(label, func, f_np, jac_np, y0, T, rtol, atol, repeats):
+    """Where the time of a single-problem solve goes (see the module docstring)."""
+    import pyjode.implicit as implicit_module
+
+    print(f"\n### Time breakdown: {label}\n")
+    print("| solver | total (s) | field (s) | Jacobians (s) | rest (s) | attempted steps | Newton iterations | "
+          "rest per attempted step (µs) |")
+    print("|---|---|---|---|---|---|---|---|")
+    jacobian = implicit_module.field_jacobian
+    for name in ("kvaerno5", "radauIIA5"):
+        best = None
+        for _ in range(repeats + 1):  # the first one warms up
+            clock = {"field": 0.0, "jac": 0.0, "field_in_jac": 0.0}
+            in_jac = [False]
+
+            def timed_field(t, y):
+                start = time.perf_counter()
+                out = func(t, y)
+                clock["field_in_jac" if in_jac[0] else "field"] += time.perf_counter() - start
+                return out
+
+            def timed_jacobian(*args, **kwargs):
+                in_jac[0] = True
+                try:
+                    return _Clocked(jacobian, clock, "jac")(*args, **kwargs)
+                finally:
+                    in_jac[0] = False
+
+            implicit_module.field_jacobian = timed_jacobian
+            try:
+                method, stats = pyjode.Implicit(name), pyjode.Stats()
+                start = time.perf_counter()
+                with torch.no_grad():
+                    pyjode.odeint(timed_field, torch.tensor(y0, dtype=F64), torch.tensor([0.0, T], dtype=F64),
+                                  method=method, rtol=rtol, atol=atol, stats=stats, max_steps=10 ** 6)
+                total = time.perf_counter() - start
+            finally:
+                implicit_module.field_jacobian = jacobian
+            attempts = stats.steps_forward + stats.rejected_forward
+            if best is None or total < best[0]:
+                best = (total, clock["field"], clock["jac"], attempts, method.stats.newton_iterations)
+        total, field_s, jac_s, attempts, iterations = best
+        rest = total - field_s - jac_s
+        print(f"| pyjode {name} | {total:.3f} | {field_s:.3f} | {jac_s:.3f} | {rest:.3f} | {attempts} | {iterations} | "
+              f"{1e6 * rest / attempts:.0f} |")
+    # scipy's attempts and iterations: every attempted step solves the collocation system once (a private
+    # function of scipy's Radau, wrapped here only to count)
+    from scipy.integrate._ivp import radau as scipy_radau
+
+    collocation = scipy_radau.solve_collocation_system
+    best = None
+    for _ in range(repeats + 1):
+        clock, count = {"field": 0.0, "jac": 0.0}, {"attempts": 0, "iterations": 0}
+
+        def counted(*args, **kwargs):
+            out = collocation(*args, **kwargs)
+            count["attempts"] += 1
+            count["iterations"] += out[1]
+            return out
+
+        scipy_radau.solve_collocation_system = counted
+        try:
+            start = time.perf_counter()
+            scipy_solve(_Clocked(f_np, clock, "field"), _Clocked(jac_np, clock, "jac"), y0, T, "Radau", rtol, atol)
+            total = time.perf_counter() - start
+        finally:
+            scipy_radau.solve_collocation_system = collocation
+        if best is None or total < best[0]:
+            best = (total, clock["field"], clock["jac"], count["attempts"], count["iterations"])
+    total, field_s, jac_s, attempts, iterations = best
+    rest = total - field_s - jac_s
+    print(f"| scipy Radau | {total:.3f} | {field_s:.3f} | {jac_s:.3f} | {rest:.3f} | {attempts} | {iterations} | "
+          f"{1e6 * rest / attempts:.0f} |")
+
+
 def report(label, times, outs, ref, floor, baseline):
     print(f"\n### {label}\n")
     print("| solver | time (s) | time / scipy Radau | steps | Jacobians | f evals | error at T |")
@@ -161,7 +258,17 @@ def main():
     parser.add_argument("--ref-rtol", type=float, default=1e-11,
                         help="batch: rtol of the reference solves (scipy Radau; 1e-11 takes ~1 min a problem at mu=100 "
                              "on [0, 3000])")
+    parser.add_argument("--breakdown", action="store_true", help="where the single-problem solves' time goes")
+    parser.add_argument("--keep-step", type=float, default=1.0,
+                        help="keep_step of pyjode's implicit methods in the single-problem runs (1: off)")
     args = parser.parse_args()
+    if args.breakdown:
+        torch.set_num_threads(1)
+        breakdown("Robertson", robertson_torch, robertson_np, robertson_jac, [1.0, 0.0, 0.0], 1e5, 1e-6, 1e-10,
+                  args.repeats)
+        f_np, jac_np = VdP(None).np(1000.0)
+        breakdown("Van der Pol mu=1000", VdP(1000.0), f_np, jac_np, [2.0, 0.0], 3000.0, 1e-6, 1e-6, args.repeats)
+        return
     if args.batch_only:
         torch.set_num_threads(1)
         batch(1, n=args.n, T=args.span, mu_range=tuple(args.mu_range), shared=not args.no_shared,
@@ -171,10 +278,10 @@ def main():
     repeats = args.repeats
     print(f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} thread, repeats={repeats}")
     single("Robertson, [0, 1e5], rtol=1e-6, atol=1e-10", robertson_torch, robertson_np, robertson_jac,
-           [1.0, 0.0, 0.0], 1e5, 1e-6, 1e-10, 1e-8, repeats)
+           [1.0, 0.0, 0.0], 1e5, 1e-6, 1e-10, 1e-8, repeats, args.keep_step)
     f_np, jac_np = VdP(None).np(1000.0)
     single("Van der Pol mu=1000, [0, 3000], rtol=1e-6, atol=1e-6", VdP(1000.0), f_np, jac_np, [2.0, 0.0], 3000.0,
-           1e-6, 1e-6, 1e-3, repeats)
+           1e-6, 1e-6, 1e-3, repeats, args.keep_step)
     if not args.quick:
         batch(1)
 

@@ -78,6 +78,7 @@ def eigen_pair(a, eigenvalue: float):
     t, u = right[:, k].real, left[:, m].real
     return u / (u @ t), t
 
+
 #: The names of the implicit methods: adaptive ``kvaerno3 kvaerno4 kvaerno5 radauIIA5``, fixed-step the rest.
 IMPLICIT_METHODS = tuple(IMPLICIT_TABLEAUS)
 
@@ -100,8 +101,8 @@ class Implicit:
             and the Jacobian is kept, the next step keeps the size of this one, so the factorised Newton
             matrices are reused (Hairer & Wanner's RADAU5 and scipy's Radau use ``1.2``). The default ``1``
             changes the step whenever the controller says so: with factorisations as cheap as a few
-            Newton iterations here, holding the step saved no time on the stiff benchmarks but took up
-            to 9% more steps (benchmarks/RESULTS.md, stiff section).
+            Newton iterations here, holding the step saved no measurable time on the stiff benchmarks
+            but took up to 8% more steps (benchmarks/RESULTS.md, stiff section).
 
     Attributes:
         stats: a :class:`~pyjode.newton.NewtonStats` (Jacobians, factorisations, Newton iterations and
@@ -193,6 +194,12 @@ class ImplicitRungeKutta(Stepper):
                 self._radau_right = torch.as_tensor(right, **opts).unsqueeze(1)
         self.needs_f0 = tab.explicit_first_stage or self.radau is not None
         self.stiffly_accurate = tab.stiffly_accurate
+        # the explicit part y + h sum_{j<i} a_ij k_j of each stage: its nonzero a_ij, and as a vector when
+        # there are several (one matrix-vector product instead of a multiply and an add per term)
+        self._base_terms = [[(j, self.a[i][j]) for j in range(i) if self.a[i][j] != 0] for i in range(self.s)]
+        self._base_weights = [torch.tensor([a for _, a in terms], **opts) if len(terms) > 1 else None
+                              for terms in self._base_terms]
+        self._newton_slopes = None  # (Z, K) of the last diagonally implicit iteration
         # a 1-D state is passed to the field as the flat vectors the iteration works on (no view per call)
         self._flat = like.dim() == 1
         self._rms = False  # set by `prepare`: whether the norm is rms_norm (computed here in one call)
@@ -201,6 +208,7 @@ class ImplicitRungeKutta(Stepper):
         # the dense output's weights b_i(theta) = sum_m P[i, m] theta^(m+1), for all thetas in one product
         self._interp_T = np.ascontiguousarray(np.asarray(P, dtype=np.float64).T)
         self._interp_powers = np.arange(1, P.shape[1] + 1)
+        self._weights_at_1 = self._interp_T.sum(0)  # b_i(1) = b_i
         # step-control settings (set by the loop through `prepare`)
         self.rtol, self.atol, self.norm = 1e-7, 1e-9, rms_norm
         # Newton state kept across steps
@@ -251,8 +259,11 @@ class ImplicitRungeKutta(Stepper):
 
     def _interp_weights(self, thetas) -> torch.Tensor:
         """The dense output's weights ``b_i(theta)``, one row per theta (computed on the host in float64)."""
+        return torch.from_numpy(self._host_weights(thetas)).to(**self._opts)
+
+    def _host_weights(self, thetas) -> np.ndarray:
         th = np.asarray(thetas, dtype=np.float64)
-        return torch.from_numpy((th[:, None] ** self._interp_powers) @ self._interp_T).to(**self._opts)
+        return (th[:, None] ** self._interp_powers) @ self._interp_T
 
     def _flat_values(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` flat and without a graph (no operation where it already is)."""
@@ -275,37 +286,55 @@ class ImplicitRungeKutta(Stepper):
         if field is not self._hook_of:  # looked up once per field, not per step
             self._hook_of, self._hook = field, find_blocks_hook(field)
         hook = self._hook
-        with torch.no_grad():
-            scale = torch.abs(self._flat_values(y)).mul_(self.rtol).add_(self.atol)
+        grad = torch.is_grad_enabled()
+        if grad:  # the iteration records no graph (module docstring); entered only when needed, as it costs
+            with torch.no_grad():
+                Z = self._newton(field, hook, t0, h, y, f0)
+        else:
+            Z = self._newton(field, hook, t0, h, y, f0)
+        if isinstance(Z, _NewtonFailure):
+            return self._failed(Z, t0, h, hook, state)
+        if grad and (self._graph or y.requires_grad):
+            Z = self._attach(field, hook, t0, h, y, f0, Z)
+        K = self._slopes(h, y, f0, Z)
+        y1 = self._solution(h, y, Z, K)
+        err = None
+        if self.adaptive:
+            if grad:
+                with torch.no_grad():
+                    err = self._error(h, y, f0, Z, K)
+            else:
+                err = self._error(h, y, f0, Z, K)
+        f1 = (K[-1] if self._flat else K[-1].view(self.shape)) if self.stiffly_accurate else None
+        self._last = (t0, h, y, y1, K)
+        return (y1, f1), err, K
+
+    def _newton(self, field, hook, t0: float, h: float, y: torch.Tensor, f0):
+        """The converged stages (without a graph; called with autograd off), retried once with a fresh
+        Jacobian when the iteration fails with an old one; the failure itself when it fails with a fresh one."""
+        scale = torch.abs(self._flat_values(y)).mul_(self.rtol).add_(self.atol)
         for _ in range(2):
             fresh = self._ensure_jacobian(field, hook, t0, y)
             try:
-                with torch.no_grad():
-                    guess = self._predict(t0, h, y)
-                    Z = self._stages_dirk(field, t0, h, y, f0, scale, guess) if self.dirk else \
-                        self._stages_firk(field, t0, h, y, scale, guess)
+                guess = self._predict(t0, h, y)
+                Z = self._stages_dirk(field, t0, h, y, f0, scale, guess) if self.dirk else \
+                    self._stages_firk(field, t0, h, y, scale, guess)
                 break
             except _NewtonFailure as failure:
                 self.stats.newton_failures += 1
                 if not fresh:
                     self.refresh = True
                     continue
-                return self._failed(failure, t0, h, hook, state)
+                return failure
         if self.eta_rate > self.method.recompute_above:
             self.refresh = True
-        if torch.is_grad_enabled() and (self._graph or y.requires_grad):
-            Z = self._attach(field, hook, t0, h, y, f0, Z)
-        K = self._slopes(h, y, f0, Z)
-        y1 = self._solution(h, y, Z, K)
-        err = self._error(h, y, f0, Z, K) if self.adaptive else None
-        f1 = (K[-1] if self._flat else K[-1].view(self.shape)) if self.stiffly_accurate else None
-        self._last = (t0, h, y, y1, K)
-        return (y1, f1), err, K
+        return Z
 
     def _predict(self, t0: float, h: float, y: torch.Tensor):
         """Starting values of the stages, ``(s, n)``: the dense output of the last step evaluated at the
         stage times (extrapolated past an accepted step, interpolated inside a rejected one), as Hairer's
-        RADAU5 does; ``None`` on the first step and after a jump."""
+        RADAU5 does; ``None`` on the first step and after a jump. A fully implicit method gets them as
+        increments ``Z - y``."""
         last = self._last
         if last is None:
             return None
@@ -313,9 +342,16 @@ class ImplicitRungeKutta(Stepper):
         if not (y is y1_prev or y is y_prev) or abs(h) > 4 * abs(h_prev):
             return None
         thetas = [(t0 + ci * h - t_prev) / h_prev for ci in self.c]
-        with torch.no_grad():
-            K_prev = K_prev.detach() if K_prev.requires_grad else K_prev
-            return torch.addmm(self._flat_values(y_prev), self._interp_weights(thetas), K_prev, alpha=h_prev)
+        K_prev = K_prev.detach() if K_prev.requires_grad else K_prev
+        weights = self._host_weights(thetas)
+        if not self.dirk:
+            # the increments W = Z - y the fully implicit iteration works on, in one product: y's own
+            # weights, b(1) after an accepted step (y = y_prev + h_prev b^T K), are subtracted on the host
+            if y is y1_prev:
+                weights = weights - self._weights_at_1
+            return torch.mm(torch.from_numpy(weights * h_prev).to(**self._opts), K_prev)
+        return torch.addmm(self._flat_values(y_prev), torch.from_numpy(weights).to(**self._opts), K_prev,
+                           alpha=h_prev)
 
     # -- Newton ------------------------------------------------------------------------------------------------
 
@@ -440,18 +476,23 @@ class ImplicitRungeKutta(Stepper):
             Z.append(z)
             K.append((z - base) / hg)
         self.eta_rate = rate
+        self._newton_slopes = (Z, K)
         return Z
 
     def _stages_firk(self, field, t0: float, h: float, y: torch.Tensor, scale, predicted=None):
         """The converged stage increments W = Z - y, ``(s, n)`` without a graph, of a fully implicit method."""
         y_flat = self._flat_values(y)
         factors = self._firk_factors(h)
-        W = torch.zeros(self.s, self.n, **self._opts) if predicted is None else predicted - y_flat
+        W = torch.zeros(self.s, self.n, **self._opts) if predicted is None else predicted
         times = [self.time(t0 + ci * h) for ci in self.c]
         prev = 0.0
         self.eta_rate = 0.0
         for k in range(self.method.max_iters):
-            F = torch.stack([self._field_flat(field, ti, z) for ti, z in zip(times, (W + y_flat).unbind(0))])
+            Y = (W + y_flat).unbind(0)
+            if self._flat:
+                F = torch.stack([field(ti, z) for ti, z in zip(times, Y)])
+            else:
+                F = torch.stack([field(ti, z.view(self.shape)).reshape(-1) for ti, z in zip(times, Y)])
             R = torch.addmm(W, self.A, F, beta=-1.0, alpha=h)  # -W + h (A ⊗ I) F
             dW = solve_firk(factors, R)
             W = W + dW
@@ -523,16 +564,21 @@ class ImplicitRungeKutta(Stepper):
 
     def _stage_base(self, i: int, h: float, y_flat: torch.Tensor, K) -> torch.Tensor:
         """y + h sum_{j<i} a_ij k_j: the known part of a diagonally implicit stage i."""
-        row, base = self.a[i], y_flat
-        for j in range(i):
-            if row[j] != 0:
-                base = base + (h * row[j]) * K[j]
-        return base
+        terms = self._base_terms[i]
+        if len(terms) > 1:
+            slopes = torch.stack([K[j] for j, _ in terms])
+            return torch.addmv(y_flat, slopes.t(), self._base_weights[i], alpha=h)
+        if terms:
+            j, a = terms[0]
+            return torch.add(y_flat, K[j], alpha=h * a)
+        return y_flat
 
     def _slopes(self, h: float, y: torch.Tensor, f0, Z) -> torch.Tensor:
         """The stage slopes k_i, ``(s, n)``, from the stage equations (no further evaluations of f)."""
         if not self.dirk:
             return torch.mm(self.A_inv, Z).div_(h)
+        if self._newton_slopes is not None and self._newton_slopes[0] is Z:  # the iteration's own, unchanged
+            return torch.stack(self._newton_slopes[1])
         y_flat = y.reshape(-1)
         K = []
         for i in range(self.s):
@@ -545,8 +591,8 @@ class ImplicitRungeKutta(Stepper):
 
     def _solution(self, h: float, y: torch.Tensor, Z, K: torch.Tensor) -> torch.Tensor:
         if self.stiffly_accurate:  # y1 is the last stage: no cancellation in h sum b_i k_i
-            last = Z[-1] if self.dirk else y.reshape(-1) + Z[-1]
-            return last.view(self.shape)
+            last = Z[-1] if self.dirk else (y if self._flat else y.reshape(-1)) + Z[-1]
+            return last if self._flat else last.view(self.shape)
         return torch.addmv(y.reshape(-1), K.t(), self.b, alpha=h).view(self.shape)
 
     def _error(self, h: float, y: torch.Tensor, f0, Z, K: torch.Tensor) -> torch.Tensor:
@@ -554,15 +600,15 @@ class ImplicitRungeKutta(Stepper):
         gamma0 t``, ``u A = gamma0 u`` and ``u t = 1``, ``(I - h A ⊗ J)(t ⊗ x) = t ⊗ (I - h gamma0 J) x``, so
         ``(I - h gamma0 J)^{-1} v = (u ⊗ I) (I - h A ⊗ J)^{-1} (t ⊗ v)``: the stages' factors, which the
         step already has, serve the estimate too (Hairer & Wanner's RADAU5 likewise reuses the real block
-        of its transformed system), instead of a factorisation of its own every step."""
-        with torch.no_grad():
-            if self.radau is None:
-                return torch.mv(K.detach().t(), self.e).mul_(h)
-            gamma0, e = self.radau
-            Zd = torch.stack(Z) if self.dirk else Z
-            Zd = Zd.detach() if Zd.requires_grad else Zd
-            v = torch.addmv(self._flat_values(f0), Zd.t(), e, beta=gamma0 * h)  # e^T Z + gamma0 h f(t, y)
-            if self.dirk:
-                return solve_dirk(self._dirk_factors(h, gamma0), v)
-            X = solve_firk(self._firk_factors(h), self._radau_right * v)  # (t ⊗ v) as (s, n)
-            return torch.mv(X.t(), self._radau_left)
+        of its transformed system), instead of a factorisation of its own every step. Called with autograd
+        off."""
+        if self.radau is None:
+            return torch.mv(K.detach().t(), self.e).mul_(h)
+        gamma0, e = self.radau
+        Zd = torch.stack(Z) if self.dirk else Z
+        Zd = Zd.detach() if Zd.requires_grad else Zd
+        v = torch.addmv(self._flat_values(f0), Zd.t(), e, beta=gamma0 * h)  # e^T Z + gamma0 h f(t, y)
+        if self.dirk:
+            return solve_dirk(self._dirk_factors(h, gamma0), v)
+        X = solve_firk(self._firk_factors(h), self._radau_right * v)  # (t ⊗ v) as (s, n)
+        return torch.mv(X.t(), self._radau_left)

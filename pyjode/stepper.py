@@ -19,6 +19,10 @@ is an ``AbstractSolver``; in torchode's a ``SingleStepMethod``.
 * ``interpolate(state0, dense, t0, t1, thetas)``: outputs at ``t0 + theta (t1 - t0)``, where
   ``dense_output`` is true; otherwise the loops land a step on every output time.
 
+Optional: ``hold_step(ratio) -> bool``, asked by the adaptive loop after each accepted step whose size the
+controller would change by ``ratio``: true keeps the step size (implicit methods, to reuse their factorised
+Newton matrices; Hairer's rule).
+
 Attributes: ``adaptive`` (has an error estimate), ``order``, ``error_order`` (order of the embedded
 method, which sets the controller's exponent), ``dense_output``, and ``time``, which makes the field's
 0-dim time tensor from a Python float (see :func:`time_maker`).

@@ -176,3 +176,40 @@ def test_small_jacobian_by_products_matches_jacrev(monkeypatch, mode):
     else:  # the samples do not interact: the full Jacobian is block diagonal
         torch.testing.assert_close(got[6][0], torch.block_diag(*exact), rtol=1e-15, atol=0)
     torch.testing.assert_close(got[6], got[0], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_small_inverse_host_and_torch_paths_agree(dtype):
+    """CPU matrices are inverted through NumPy, others (here: one carrying a graph) by torch.linalg.inv_ex;
+    both are the inverse, and a singular matrix gives NaN on both paths."""
+    M = torch.eye(4, dtype=dtype) - 0.01 * _stiff_jacobian(3, 4, dtype=dtype)
+    host = newton._small_inverse(M)
+    via_torch = newton._small_inverse(M.clone().requires_grad_()).detach()
+    assert host.dtype == dtype and via_torch.dtype == dtype
+    exact = torch.linalg.inv(M.double())
+    # forward error bound of a backward-stable inverse: a small multiple of cond(M) eps |M^{-1}|
+    bound = 10 * torch.linalg.cond(M.double()).max().item() * torch.finfo(dtype).eps * exact.abs().max().item()
+    for inverse in (host, via_torch):
+        assert (inverse.double() - exact).abs().max().item() < bound
+    singular = torch.zeros(2, 2, dtype=dtype)
+    assert torch.isnan(newton._small_inverse(singular)).all()
+    assert not torch.isfinite(newton._small_inverse(singular.clone().requires_grad_())).all()
+
+
+@pytest.mark.parametrize("mode", ["full", "batch"])
+def test_jacobian_of_a_field_independent_of_y_is_zero(mode):
+    """f(t, y) = g(t) records no graph through y (torchdiffeq's suite has such a problem): J = 0, not an
+    autograd error, and an implicit solve of it integrates g exactly up to its quadrature order."""
+    from pyjode.newton import field_jacobian
+
+    func = lambda t, y: torch.exp(-0.1 * t) * torch.ones_like(y)  # noqa: E731
+    y = torch.ones(3, 2, dtype=torch.float64)
+    J = field_jacobian(func, torch.tensor(1.0, dtype=torch.float64), y, mode)
+    assert J.shape == ((3, 2, 2) if mode == "batch" else (1, 6, 6)) and not J.any()
+    y0 = torch.ones(3, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([8.0, 1.0], dtype=torch.float64)
+    ys = pyjode.odeint(func, y0, t, method=pyjode.Implicit("radauIIA5", jacobian=mode), rtol=1e-10, atol=1e-12)
+    exact = torch.tensor(1 - 10 * (math.exp(-0.1) - math.exp(-0.8)), dtype=F64)
+    assert torch.allclose(ys[-1].detach(), exact.expand(3, 2), rtol=1e-8)
+    (g,) = torch.autograd.grad(ys[-1].sum(), y0)
+    assert torch.equal(g, torch.ones_like(g))
