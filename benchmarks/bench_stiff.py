@@ -4,8 +4,11 @@
 * Van der Pol with mu = 1000 on [0, 3000] (y0 = (2, 0)), rtol = 1e-6, atol = 1e-6;
 * a batch of 256 Van der Pol problems with mu spread over [900, 1000] (``--mu-range``), one pyjode solve of
   the (256, 2) state with per-sample Jacobians (``jacobian="batch"``) against scipy solving the 256 problems
-  one by one. The batch shares one step size, so it steps as finely as the problem that is jumping at any
-  time needs: with mu spread over [100, 1000] the jumps of some problem cover most of [0, 3000].
+  one by one. With one step size for the batch it steps as finely as the problem that is jumping at any time
+  needs (with mu spread over [100, 1000] the jumps of some problem cover most of [0, 3000]); with
+  ``per_sample=True`` each problem takes its own steps (rows "per-sample"; ``--no-shared`` leaves out the
+  shared-step rows, which take minutes). For per-sample rows, steps are summed over the 256 problems like
+  scipy's, and a Jacobian evaluation covers the whole batch.
 
 Each solve is float64 under ``torch.no_grad()``, one intra-op thread, timed as the median of interleaved
 repeats. Reported beside the time: accepted steps, Jacobian evaluations, vector-field evaluations (scipy:
@@ -15,7 +18,8 @@ max_i |y_i - ref_i| / max(|ref_i|, floor), against scipy's Radau at rtol = 1e-11
 1e-3 for Van der Pol). The installed torchdiffeq (0.2.x) has no implicit solvers, so it is not compared.
 
     python -m benchmarks.bench_stiff [--quick] [--repeats 3] [--keep-step 1.2]
-    python -m benchmarks.bench_stiff --batch-only [--mu-range 900 1000] [--span 3000]
+    python -m benchmarks.bench_stiff --batch-only [--mu-range 900 1000] [--span 3000] [--no-shared] [--n 256]
+        [--ref-rtol 1e-11]
     python -m benchmarks.bench_stiff --breakdown [--repeats 3]
 
 ``--breakdown`` splits each pyjode single-problem solve's time into the vector field's evaluations
@@ -82,7 +86,7 @@ def error(y, ref, floor):
     return float(np.max(np.abs(y - ref) / np.maximum(np.abs(ref), floor)))
 
 
-def pyjode_runner(func, y0, T, name, rtol, atol, jacobian, keep_step=1.0):
+def pyjode_runner(func, y0, T, name, rtol, atol, jacobian, keep_step=1.0, per_sample=False):
     out = {}
 
     def run():
@@ -90,7 +94,7 @@ def pyjode_runner(func, y0, T, name, rtol, atol, jacobian, keep_step=1.0):
         stats = pyjode.Stats()
         with torch.no_grad():
             ys = pyjode.odeint(func, y0, torch.tensor([0.0, T], dtype=F64), method=method, rtol=rtol, atol=atol,
-                               stats=stats, max_steps=10 ** 6)
+                               stats=stats, max_steps=10 ** 6, per_sample=per_sample)
         out.update(y=ys[-1].numpy(), steps=stats.steps_forward, jac=method.stats.jacobians, nfe=stats.nfe_forward)
     return run, out
 
@@ -112,14 +116,18 @@ def single(label, func, f_np, jac_np, y0, T, rtol, atol, floor, repeats, keep_st
     report(label, times, outs, ref, floor, "scipy Radau")
 
 
-def batch(repeats, n=256, T=3000.0, rtol=1e-6, atol=1e-6, mu_range=(900.0, 1000.0)):
+def batch(repeats, n=256, T=3000.0, rtol=1e-6, atol=1e-6, mu_range=(900.0, 1000.0), shared=True, ref_rtol=1e-11):
     mus = np.linspace(*mu_range, n)
     mu_t = torch.tensor(mus, dtype=F64)
     y0 = torch.tensor([[2.0, 0.0]] * n, dtype=F64)
-    refs = np.stack([scipy_solve(*VdP(None).np(mu), [2.0, 0.0], T, "Radau", 1e-11, 1e-10)[0] for mu in mus])
+    refs = np.stack([scipy_solve(*VdP(None).np(mu), [2.0, 0.0], T, "Radau", ref_rtol, 1e-10)[0] for mu in mus])
     runners, outs = {}, {}
     for name in ("kvaerno5", "radauIIA5"):
-        runners[f"pyjode {name}"], outs[f"pyjode {name}"] = pyjode_runner(VdP(mu_t), y0, T, name, rtol, atol, "batch")
+        if shared:
+            runners[f"pyjode {name}"], outs[f"pyjode {name}"] = pyjode_runner(VdP(mu_t), y0, T, name, rtol, atol,
+                                                                               "batch")
+        label = f"pyjode {name} per-sample"
+        runners[label], outs[label] = pyjode_runner(VdP(mu_t), y0, T, name, rtol, atol, "batch", per_sample=True)
     for m in ("Radau", "BDF"):
         out = {}
 
@@ -128,10 +136,14 @@ def batch(repeats, n=256, T=3000.0, rtol=1e-6, atol=1e-6, mu_range=(900.0, 1000.
             out.update(y=np.stack([r[0] for r in res]), steps=sum(r[1] for r in res), jac=sum(r[2] for r in res),
                        nfe=sum(r[3] for r in res))
         runners[f"scipy {m}"], outs[f"scipy {m}"] = run, out
-    # each candidate runs for minutes: no warm-up call (the single-problem runs above warmed everything up)
+    # each candidate runs for minutes: no warm-up call, but one tiny solve first, so that no candidate pays for
+    # the first Jacobian's imports (torch.func), which take seconds
+    warm_up = pyjode.Implicit("radauIIA5", jacobian="batch")
+    with torch.no_grad():
+        pyjode.odeint(VdP(mu_t[:2]), y0[:2], torch.tensor([0.0, 1.0], dtype=F64), method=warm_up, per_sample=True)
     times = interleaved(runners, repeats=repeats, warmup=0)
     report(f"{n} Van der Pol problems, mu in [{mu_range[0]:g}, {mu_range[1]:g}], [0, {T:g}], rtol={rtol:g}, "
-           f"atol={atol:g}", times, outs, refs, 1e-3, "scipy Radau")
+           f"atol={atol:g} (reference: scipy Radau at rtol={ref_rtol:g})", times, outs, refs, 1e-3, "scipy Radau")
 
 
 class _Clocked:
@@ -241,6 +253,11 @@ def main():
     parser.add_argument("--batch-only", action="store_true", help="only the batch of 256, one repeat")
     parser.add_argument("--mu-range", type=float, nargs=2, default=(900.0, 1000.0))
     parser.add_argument("--span", type=float, default=3000.0, help="end time of the batch solve")
+    parser.add_argument("--no-shared", action="store_true", help="batch: only the per-sample pyjode solves")
+    parser.add_argument("--n", type=int, default=256, help="batch: number of problems")
+    parser.add_argument("--ref-rtol", type=float, default=1e-11,
+                        help="batch: rtol of the reference solves (scipy Radau; 1e-11 takes ~1 min a problem at mu=100 "
+                             "on [0, 3000])")
     parser.add_argument("--breakdown", action="store_true", help="where the single-problem solves' time goes")
     parser.add_argument("--keep-step", type=float, default=1.0,
                         help="keep_step of pyjode's implicit methods in the single-problem runs (1: off)")
@@ -254,7 +271,8 @@ def main():
         return
     if args.batch_only:
         torch.set_num_threads(1)
-        batch(1, T=args.span, mu_range=tuple(args.mu_range))
+        batch(1, n=args.n, T=args.span, mu_range=tuple(args.mu_range), shared=not args.no_shared,
+              ref_rtol=args.ref_rtol)
         return
     torch.set_num_threads(1)
     repeats = args.repeats

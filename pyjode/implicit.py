@@ -271,7 +271,16 @@ class ImplicitRungeKutta(Stepper):
             x = x.detach()
         return x if self._flat else x.reshape(-1)
 
+    @property
+    def per_sample_time(self) -> bool:
+        """Whether steps take per-sample times (:mod:`pyjode.per_sample`): with per-sample Jacobians."""
+        return self.method.jacobian == "batch"
+
     def step(self, field, t0: float, t1: float, state: ImplicitState, control=None):
+        if isinstance(t0, torch.Tensor):  # a step size per sample
+            from .implicit_per_sample import per_sample_step
+
+            return per_sample_step(self, field, t0, t1, state)
         y, f0 = state
         h = t1 - t0
         if field is not self._hook_of:  # looked up once per field, not per step

@@ -94,6 +94,10 @@ def integrate(stepper: Stepper, func: Callable, y0: torch.Tensor, ts: Sequence[f
         prepare(control)
     if len(ts) == 1:  # nothing to integrate: no step, not even one of zero length (an implicit step divides by h)
         return Run([y0], stepper.init(field, ts[0], y0), array("d", ts) if keep_times else None, [0])
+    if control.per_sample:  # every sample along y's first dimension takes its own steps
+        from .per_sample import per_sample_loop
+
+        return per_sample_loop(stepper, field, y0, ts, control, counter, on_step, keep_times)
     if stepper.adaptive:
         return adaptive_loop(stepper, field, y0, ts, control, counter, on_step, keep_times)
     grid, is_output = fixed_grid(ts, control)

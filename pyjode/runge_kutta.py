@@ -95,11 +95,38 @@ class RungeKutta(Stepper):
         return (y0, field(self.time(t0), y0) if self.fsal else None)
 
     def step(self, field, t0: float, t1: float, state: RKState, control=None):
+        if isinstance(t0, torch.Tensor):
+            return self.step_per_sample(field, t0, t1, state)
         y, f = state
         h = t1 - t0
         y1, K = self.advance(field, t0, h, y, f, self.time, t1)
         err = self.error(K, h) if self.e is not None else None
         return (y1, K[-1].view(self.shape) if self.fsal else None), err, K
+
+    #: takes per-sample times (see :mod:`pyjode.per_sample`)
+    per_sample_time = True
+
+    def step_per_sample(self, field, t0: torch.Tensor, t1: torch.Tensor, state: RKState):
+        """One step of each sample ``b`` from ``t0[b]`` to ``t1[b]`` (float64 tensors of shape ``(B,)``):
+        y_i = y + h_b sum_j a_ij k_j, each stage evaluated at the ``(B,)`` times ``t0 + c_i h``. Returns the
+        error with ``y``'s shape and the stages ``(s, *y.shape)``."""
+        y, f = state
+        h = t1 - t0
+        hv = h.to(y.dtype).view(-1, *([1] * (y.dim() - 1)))
+        if f is None:
+            f = field(self.time(t0), y)
+        a, c = self.tableau.a, self.c
+        stages = [f]
+        yi = y
+        for i in range(1, len(c)):
+            incr = sum(float(a[i][j]) * stages[j] for j in range(i) if a[i][j] != 0)
+            yi = y + hv * incr if not isinstance(incr, int) else y
+            ti = t1 if c[i] == 1.0 else t0 + c[i] * h
+            stages.append(field(self.time(ti), yi))
+        K = torch.stack(stages)
+        y1 = yi if self.fsal else y + hv * torch.tensordot(self.b, K, dims=1)
+        err = hv * torch.tensordot(self.e, K, dims=1) if self.e is not None else None
+        return (y1, stages[-1] if self.fsal else None), err, K
 
     def restart(self, field, t: float, state: RKState) -> RKState:
         return (state[0], field(self.time(t), state[0]))

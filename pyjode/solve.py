@@ -49,13 +49,15 @@ def solve(
     controller: Optional[PIController] = None,
     perturb: bool = False,
     accept_min_step: bool = False,
+    per_sample: bool = False,
 ) -> Solution:
     """Solve dy/dt = func(t, y), y(t[0]) = y0, through every time in ``t``.
 
     Args:
         func: the vector field ``func(t, y) -> dy/dt`` with the shape and dtype of ``y``; an
-            ``nn.Module`` or any callable. ``t`` arrives as a 0-dim tensor.
-        y0: initial state of any shape; leading dimensions are batch (one step size for all).
+            ``nn.Module`` or any callable. ``t`` arrives as a 0-dim tensor (a ``(B,)`` one with ``per_sample``).
+        y0: initial state of any shape; leading dimensions are batch (one step size for all, unless
+            ``per_sample``).
         t: 1-D, strictly increasing or strictly decreasing output times; ``t[0]`` is the initial time.
         method: fixed-step ``"euler" "midpoint" "heun" "heun2" "heun3" "rk4"``, adaptive ``"adaptive_heun"
             "fehlberg2" "bosh3" "dopri5" "tsit5" "dopri8"``, a :class:`pyjode.ButcherTableau`,
@@ -92,6 +94,10 @@ def solve(
         perturb: evaluate ``func`` just inside both ends of every step (see :class:`pyjode.StepControl`).
         accept_min_step: accept steps of ``min_step`` whatever their error (torchdiffeq's ``min_step``)
             instead of raising a ``RuntimeError``.
+        per_sample: the samples along ``y0``'s first dimension are independent problems, each taking its own
+            adaptive steps (and landing on every time in ``t``); ``func`` then receives ``t`` as a tensor of
+            shape ``(B,)``, each sample's time. Needs an adaptive explicit Runge–Kutta method or
+            ``pyjode.Implicit(..., jacobian="batch")``, and ``adjoint="direct"`` (see :mod:`pyjode.per_sample`).
 
     Step callbacks: ``func.callback_step``, ``callback_accept_step``, ``callback_reject_step`` and their
     ``_adjoint`` forms are called if present (see :mod:`pyjode.step_callbacks`).
@@ -114,7 +120,7 @@ def solve(
     control = StepControl(rtol=rtol, atol=atol, step_size=step_size, first_step=first_step, max_steps=max_steps,
                           min_step=min_step, max_step=max_step, step_ts=step_ts,
                           jump_ts=tuple(_times(jump_ts)) + tuple(_times(field_jumps)), perturb=perturb,
-                          accept_min_step=accept_min_step, **extra)
+                          accept_min_step=accept_min_step, per_sample=per_sample, **extra)
     step_size = control.step_size
     if stats is not None and not isinstance(stats, Stats):
         raise TypeError(f"stats must be a pyjode.Stats() or None, got {type(stats).__name__}")
@@ -134,6 +140,8 @@ def solve(
         method.check_control(control)
     grad_method = resolve_adjoint(adjoint)
     grad_method.check_method(method)
+    if per_sample:
+        _check_per_sample(method, grad_method, dense, backend, y0)
     check_function_transforms(grad_method.name)
     recorder = _dense_recorder(dense, method, grad_method, t, backend)
     if y0.numel() == 0:  # nothing to integrate: the empty trajectory, still attached to y0's graph
@@ -176,6 +184,26 @@ def _dense_recorder(dense: bool, method, grad_method, t: torch.Tensor, backend: 
     if t.requires_grad:
         raise ValueError("dense=True cannot differentiate the output times: pass t.detach()")
     return TrajectoryRecorder()
+
+
+def _check_per_sample(method, grad_method, dense: bool, backend: str, y0: torch.Tensor) -> None:
+    """What ``per_sample=True`` cannot be combined with, refused before any work."""
+    from .per_sample import WHAT_WORKS
+
+    if grad_method.name != "direct":
+        raise ValueError(f"per_sample=True works with adjoint='direct' only (backprop through the per-sample steps, "
+                         f"or no gradient at all), got adjoint={grad_method.name!r}")
+    if dense:
+        raise ValueError("per_sample=True cannot give a dense solution (each sample has its own steps): pass the "
+                         "times you need in t, or dense=False")
+    if backend != "torch":
+        raise ValueError(f"per_sample=True needs backend='torch', got backend={backend!r}")
+    if hasattr(method, "run") or not getattr(method, "adaptive", False) or (
+            isinstance(method, Implicit) and method.jacobian != "batch"):
+        raise ValueError(f"per_sample=True cannot be used with method={method!r}. " + WHAT_WORKS)
+    if y0.dim() < 1:
+        raise ValueError(f"per_sample=True needs y0 of shape (B, ...) with the independent samples along its first "
+                         f"dimension, got a 0-dim y0")
 
 
 def _times(values) -> tuple:

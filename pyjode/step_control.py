@@ -81,6 +81,8 @@ class StepControl:
             does, instead of raising.
         callbacks: a :class:`pyjode.step_callbacks.StepCallbacks` told of every attempted, accepted and
             rejected step (``None``: no calls).
+        per_sample: each sample along ``y``'s first dimension (a batch of independent problems) takes its own
+            adaptive steps, and the field receives ``t`` as a ``(B,)`` tensor (see :mod:`pyjode.per_sample`).
     """
 
     rtol: float = 1e-7
@@ -97,6 +99,7 @@ class StepControl:
     perturb: bool = False
     accept_min_step: bool = False
     callbacks: Optional[object] = None
+    per_sample: bool = False
 
     def __post_init__(self):
         for name in ("rtol", "atol", "step_size", "first_step", "max_steps", "min_step", "max_step"):
@@ -130,6 +133,8 @@ class StepControl:
                              f"max_step={self.max_step}")
         if not isinstance(self.perturb, bool):
             raise TypeError(f"perturb must be True or False, got {self.perturb!r}")
+        if not isinstance(self.per_sample, bool):
+            raise TypeError(f"per_sample must be True or False, got {self.per_sample!r}")
         object.__setattr__(self, "step_ts", _times("step_ts", self.step_ts))
         object.__setattr__(self, "jump_ts", _times("jump_ts", self.jump_ts))
 

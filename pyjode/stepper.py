@@ -36,9 +36,15 @@ import torch
 
 
 def time_maker(like: torch.Tensor) -> Callable[[float], torch.Tensor]:
-    """0-dim time tensors on the state's device and dtype; ``torch.full`` never synchronises on CUDA."""
+    """0-dim time tensors on the state's device and dtype; ``torch.full`` never synchronises on CUDA. A time
+    that is already a tensor (the ``(B,)`` times of a per-sample solve, :mod:`pyjode.per_sample`) is cast."""
     dtype, device = like.dtype, like.device
-    return lambda value: torch.full((), value, dtype=dtype, device=device)
+
+    def time(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(dtype=dtype, device=device)
+        return torch.full((), value, dtype=dtype, device=device)
+    return time
 
 
 class Stepper:

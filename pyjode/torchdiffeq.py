@@ -36,7 +36,7 @@ _IMPLICIT = ("implicit_euler", "implicit_midpoint", "trapezoid", "radauIIA3", "r
              "trbdf2")
 _ADAMS = {"explicit_adams": False, "implicit_adams": True, "fixed_adams": True}
 _ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "safety", "ifactor", "dfactor", "max_num_steps", "step_t",
-                     "jump_t", "norm", "perturb")
+                     "jump_t", "norm", "perturb", "per_sample")
 _FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp", "norm")
 _SCIPY_OPTIONS = ("solver", "min_step", "max_step", "first_step", "norm")
 _ADAMS_OPTIONS = _FIXED_OPTIONS + ("max_order", "max_iters")
@@ -127,6 +127,11 @@ def _translate(func, y0, t, method, options, flat, rtol, atol):
         kw["jump_ts"] = _times(options["jump_t"])
     if "perturb" in options:
         kw["perturb"] = bool(options["perturb"])
+    if options.get("per_sample"):
+        if flat is not None:
+            raise ValueError("options['per_sample'] needs y0 as one tensor with the samples along its first "
+                             "dimension, not a tuple of tensors")
+        kw["per_sample"] = options["per_sample"]
     if options.get("interp", "linear") not in ("linear", "cubic"):
         raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {options['interp']!r}")
     if options.get("step_size") is not None and options.get("grid_constructor") is not None:
