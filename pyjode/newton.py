@@ -63,7 +63,8 @@ def field_jacobian(func: Callable, t: torch.Tensor, y: torch.Tensor, mode: str) 
     y = y.detach()
     shape = y.shape
     n = y.numel()
-    if mode == "batch" and y.dim() >= 2:
+    batched = mode == "batch" and y.dim() >= 2
+    if batched:
         B, d = shape[0], n // shape[0]
 
         def g(z):
@@ -74,7 +75,7 @@ def field_jacobian(func: Callable, t: torch.Tensor, y: torch.Tensor, mode: str) 
         def g(z):
             return func(t, z.view(shape)).reshape(-1)
 
-    z0 = y if B > 1 else y.reshape(-1)
+    z0 = y if batched else y.reshape(-1)  # a batch of one keeps its batch dimension: the field may index it
     with torch.no_grad():
         if d <= SMALL_JACOBIAN:
             J = _jacobian_by_vjps(g, z0)

@@ -213,3 +213,24 @@ def test_jacobian_of_a_field_independent_of_y_is_zero(mode):
     assert torch.allclose(ys[-1].detach(), exact.expand(3, 2), rtol=1e-8)
     (g,) = torch.autograd.grad(ys[-1].sum(), y0)
     assert torch.equal(g, torch.ones_like(g))
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_batch_jacobian_keeps_the_batch_dimension(B):
+    """jacobian="batch" hands the field y with its batch dimension, also for a batch of one (a field that
+    indexes y[..., 0] and stacks along -1, as the stiff benchmarks' fields do)."""
+    from pyjode.newton import field_jacobian
+
+    mu = torch.linspace(1.0, 3.0, B, dtype=F64)
+
+    def vdp(t, y):
+        assert y.shape == (B, 2)
+        x, v = y[..., 0], y[..., 1]
+        return torch.stack([v, mu * (1 - x ** 2) * v - x], -1)
+
+    y = torch.randn(B, 2, dtype=F64)
+    J = field_jacobian(vdp, torch.tensor(0.0, dtype=F64), y, "batch")
+    x, v = y[:, 0], y[:, 1]
+    exact = torch.stack([torch.stack([torch.zeros(B, dtype=F64), torch.ones(B, dtype=F64)], -1),
+                         torch.stack([-2 * mu * x * v - 1, mu * (1 - x ** 2)], -1)], 1)
+    assert torch.allclose(J, exact, rtol=1e-14, atol=1e-14)
