@@ -62,6 +62,9 @@ from .bench_adjoint_wide_mlp import WideMLP
 WORKLOADS = ("cnf_trained", "cnf_checkerboard", "latent_ode", "wide_mlp_1m", "wide_mlp_9m")
 METHODS = ("td direct", "td adjoint", "td adjoint seminorm", "pj direct", "pj checkpointed", "pj quadrature",
            "pj backsolve", "pj auto")
+#: on request only (``--methods``): pyjode's quadrature adjoint with the integral-only step-size controller
+#: (``PIController(beta=0)``, torchdiffeq's rule), to compare at torchdiffeq's forward step count
+EXTRA = ("pj quadrature I-control", "pj direct I-control")
 #: the methods trained for the loss curves (torchdiffeq's adjoints cost 3-12x more per iteration here)
 TRAINED = ("td direct", "pj direct", "pj checkpointed", "pj quadrature", "pj backsolve")
 
@@ -256,8 +259,11 @@ class Method:
             options = dict(norm="seminorm") if self.name.endswith("seminorm") else None
             return torchdiffeq.odeint_adjoint(self.counted, y0, t, adjoint_params=tuple(func.parameters()),
                                               adjoint_options=options, **kw)
+        if self.name.endswith(" I-control"):
+            kw["controller"] = pyjode.PIController(beta=0.0)
         adjoint = self.auto or {"pj direct": "direct", "pj checkpointed": "checkpointed",
-                                "pj quadrature": pyjode.Quadrature(), "pj backsolve": pyjode.Backsolve()}[self.name]
+                                "pj quadrature": pyjode.Quadrature(),
+                                "pj backsolve": pyjode.Backsolve()}[self.name.replace(" I-control", "")]
         self.stats = pyjode.Stats()
         return pyjode.odeint(func, y0, t, adjoint=adjoint, stats=self.stats, **kw)
 
@@ -437,10 +443,10 @@ def main(argv=None) -> None:
         return
     torch.set_num_threads(1)
     chosen = args.methods.split(",")
-    unknown = [m for m in chosen if m not in METHODS]
+    unknown = [m for m in chosen if m not in METHODS + EXTRA]
     if unknown:
-        raise ValueError(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
-    args.methods = [m for m in METHODS if m in chosen or m in ("td direct", "pj auto")]
+        raise ValueError(f"--methods: unknown {unknown}; choose from {list(METHODS + EXTRA)}")
+    args.methods = [m for m in METHODS + EXTRA if m in chosen or m in ("td direct", "pj auto")]
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.iters = args.iters if args.iters is not None else (0 if args.quick else 30)
     args.pretrain = args.pretrain if args.pretrain is not None else (20 if args.quick else 150)
