@@ -31,21 +31,22 @@ def default_nodes_per_step(tableau: ButcherTableau) -> int:
     return max(1, math.ceil(q / 2))
 
 
-#: activations of a batched VJP call below this many bytes are never split (batching pays most there)
-ACTIVATION_FLOOR = 4 << 20
+#: activations of a batched VJP call below this many bytes (1 MiB) are never split: batching pays most there
+ACTIVATION_FLOOR = 1 << 20
 
 
 def nodes_per_call(func, params, t: torch.Tensor, y: torch.Tensor, limit: int) -> int:
     """How many nodes one batched parameter VJP takes: at most ``limit``, and no more than keep
     activations (the tensors autograd saves in one evaluation of ``func`` at ``(t, y)``, the parameters
-    themselves not counted) of about ``max(parameter bytes, ACTIVATION_FLOOR)``.
+    themselves not counted) of about ``max(parameter bytes / 4, ACTIVATION_FLOOR)``.
 
     A batched VJP holds its nodes' activations and one parameter-sized gradient at once, beside the
-    caller's parameter-sized accumulator: with this cap the activations never dominate. On a wide field
-    (1 M parameters, batch 32, 0.5 MiB of activations per node) it takes 8 nodes per call instead of
-    all of them, the peak of the quadrature gradient falling from 21 to 12 MiB; on small fields (the
-    CNF and latent-ODE benchmarks) the cap is at least ``limit`` and nothing changes. One evaluation of
-    ``func`` measures it.
+    caller's parameter-sized accumulator: with this cap the activations add at most about a quarter to
+    those two buffers, which every method that forms a parameter VJP holds. On a wide field (1 M
+    parameters, batch 32, 0.5 MiB of activations per node) it takes 2 nodes per call instead of all 26,
+    the peak of the quadrature gradient falling from 21 to about 10 MiB; on small fields (the CNF and
+    latent-ODE benchmarks) the cap is at least ``limit`` and nothing changes. One evaluation of ``func``
+    measures it.
     """
     if limit <= 1 or not params:
         return max(1, limit)
@@ -60,7 +61,7 @@ def nodes_per_call(func, params, t: torch.Tensor, y: torch.Tensor, limit: int) -
 
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
         func(t, y)
-    budget = max(ACTIVATION_FLOOR, sum(p.numel() * p.element_size() for p in params))
+    budget = max(ACTIVATION_FLOOR, sum(p.numel() * p.element_size() for p in params) // 4)
     return max(1, min(limit, budget // max(held, 1)))
 
 
