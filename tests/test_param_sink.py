@@ -179,3 +179,25 @@ def test_quadrature_accumulates_in_place(monkeypatch):
     monkeypatch.setattr(torch, "zeros_like", zeros_like)
     # one accumulator for the big weight; before the change every batch of nodes made its own as well
     assert made.count(func.net[2].weight.shape) == 1
+
+
+def test_all_finite_without_elementwise_temporaries():
+    """The finiteness check of the adjoints' gradients: a sum decides when it is finite; NaN, infinities
+    and a sum that overflows on finite elements are all told apart correctly, in both dtypes."""
+    from pyjode.adjoints.backward_checks import all_finite
+
+    for dtype in (torch.float32, torch.float64):
+        big = torch.finfo(dtype).max
+        ok = torch.ones(1000, dtype=dtype)
+        assert all_finite([ok, None, torch.zeros(0, dtype=dtype)])
+        assert all_finite([torch.full((4,), big, dtype=dtype)])  # the sum overflows, the elements do not
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            x = ok.clone()
+            x[17] = bad
+            assert not all_finite([ok, x])
+        x = torch.full((4,), big, dtype=dtype)
+        x[0] = float("inf")
+        assert not all_finite([x])
+    P = 1 << 20
+    g = torch.ones(P)
+    assert allocations(lambda: all_finite([g])).peak < P // 8  # no parameter-sized temporary
