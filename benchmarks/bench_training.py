@@ -426,7 +426,8 @@ def bench(name: str, args, tmp: str) -> None:
                        choice=methods[n].choice)
     times = interleaved({n: (lambda m=m: m.gradient(work, batch)) for n, m in methods.items()},
                         repeats=args.repeats, warmup=0)
-    mem = {n: run_probe(name, n, weights) for n in methods}
+    nan = dict(peak_mb=float("nan"), peak2_mb=float("nan"))
+    mem = {n: (nan if args.no_memory else run_probe(name, n, weights)) for n in methods}
     curves = {n: train_curve(name, n, args.iters, weights) for n in TRAINED if n in methods} if args.iters else {}
 
     td = times["td direct"]
@@ -466,6 +467,7 @@ def main(argv=None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated subset of the methods ('td direct' is always run, 'pj auto' unless "
                              "--no-auto)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
     parser.add_argument("--no-auto", action="store_true", help="leave out the 'pj auto' rows (run unless this is given)")
     parser.add_argument("--probe", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
