@@ -44,9 +44,9 @@ def nodes_per_call(func, params, t: torch.Tensor, y: torch.Tensor, limit: int) -
     caller's parameter-sized accumulator: with this cap the activations add at most about a quarter to
     those two buffers, which every method that forms a parameter VJP holds. On a wide field (1 M
     parameters, batch 32, 0.5 MiB of activations per node) it takes 2 nodes per call instead of all 26,
-    the peak of the quadrature gradient falling from 21 to about 10 MiB; on small fields (the CNF and
-    latent-ODE benchmarks) the cap is at least ``limit`` and nothing changes. One evaluation of ``func``
-    measures it.
+    the peak of the quadrature gradient falling from 21 to 9 MiB. On small fields it changes little: 3
+    nodes per call instead of 4 on the latent-ODE benchmark, and nothing on the CNF, whose nodes
+    ``vmap`` refuses and which takes one VJP per node anyway. One evaluation of ``func`` measures it.
     """
     if limit <= 1 or not params:
         return max(1, limit)
