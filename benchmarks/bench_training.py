@@ -62,6 +62,9 @@ from .bench_adjoint_wide_mlp import WideMLP
 WORKLOADS = ("cnf_trained", "cnf_checkerboard", "latent_ode", "wide_mlp_1m", "wide_mlp_9m")
 METHODS = ("td direct", "td adjoint", "td adjoint seminorm", "pj direct", "pj checkpointed", "pj quadrature",
            "pj backsolve", "pj auto")
+#: on request only (``--methods``): pyjode's quadrature adjoint with the integral-only step-size controller
+#: (``PIController(beta=0)``, torchdiffeq's rule), to compare at torchdiffeq's forward step count
+EXTRA = ("pj quadrature I-control", "pj direct I-control", "floor")
 #: the methods trained for the loss curves (torchdiffeq's adjoints cost 3-12x more per iteration here)
 TRAINED = ("td direct", "pj direct", "pj checkpointed", "pj quadrature", "pj backsolve")
 
@@ -256,8 +259,14 @@ class Method:
             options = dict(norm="seminorm") if self.name.endswith("seminorm") else None
             return torchdiffeq.odeint_adjoint(self.counted, y0, t, adjoint_params=tuple(func.parameters()),
                                               adjoint_options=options, **kw)
+        if self.name == "floor":
+            self.stats = pyjode.Stats()
+            return _floor_solve(func, y0, t, rtol, atol)
+        if self.name.endswith(" I-control"):
+            kw["controller"] = pyjode.PIController(beta=0.0)
         adjoint = self.auto or {"pj direct": "direct", "pj checkpointed": "checkpointed",
-                                "pj quadrature": pyjode.Quadrature(), "pj backsolve": pyjode.Backsolve()}[self.name]
+                                "pj quadrature": pyjode.Quadrature(),
+                                "pj backsolve": pyjode.Backsolve()}[self.name.replace(" I-control", "")]
         self.stats = pyjode.Stats()
         return pyjode.odeint(func, y0, t, adjoint=adjoint, stats=self.stats, **kw)
 
@@ -274,6 +283,29 @@ class Method:
     @property
     def choice(self) -> str:
         return self.stats.adjoint if self.auto is not None and self.stats is not None else ""
+
+
+class _NoSolveMemory(torch.autograd.Function):
+    """The memory floor of every ODE gradient method: outputs solved without a graph, re-attached so that
+    the rest of the model (encoder, decoder, loss) is backpropagated as usual, and a backward pass that
+    does no ODE work at all: dL/dy0 = dL/dy(t0) (the identity part only) and a zero, parameter-sized
+    gradient for each field parameter (the buffers that become ``.grad``, which every method fills).
+    Not a gradient of the solve: for memory probes only."""
+
+    @staticmethod
+    def forward(ctx, ys, y0, *params):
+        ctx.param_shapes = [p.shape for p in params]
+        return ys
+
+    @staticmethod
+    def backward(ctx, grad_ys):
+        return (None, grad_ys[0], *[torch.zeros(shape, dtype=grad_ys.dtype) for shape in ctx.param_shapes])
+
+
+def _floor_solve(func, y0, t, rtol, atol):
+    with torch.no_grad():
+        ys = pyjode.odeint(func, y0, t, method="dopri5", rtol=rtol, atol=atol)
+    return _NoSolveMemory.apply(ys, y0, *func.parameters())
 
 
 def flat_grad(model) -> torch.Tensor:
@@ -380,19 +412,22 @@ def bench(name: str, args, tmp: str) -> None:
         ref = g if n == "td direct" else ref
         info[n] = dict(loss=loss, nfe_f=nf, nfe_b=nb, err=float((g - ref).norm() / ref.norm()))
     # auto's choice once it knows the steps; and auto with a budget of 0.3x its estimate of direct's memory
-    methods["pj auto"].gradient(work, batch)
-    budget = int(0.3 * methods["pj auto"].auto.estimates["direct"])
-    tight = f"pj auto@{budget}"
-    methods[tight] = Method(tight)
-    methods[tight].gradient(work, batch)  # its first solve, which counts the steps
-    for n in ("pj auto", tight):
+    tight = None
+    if "pj auto" in methods:
+        methods["pj auto"].gradient(work, batch)
+        budget = int(0.3 * methods["pj auto"].auto.estimates["direct"])
+        tight = f"pj auto@{budget}"
+        methods[tight] = Method(tight)
+        methods[tight].gradient(work, batch)  # its first solve, which counts the steps
+    for n in ("pj auto", tight) if tight else ():
         loss, nf, nb = methods[n].gradient(work, batch)
         g = flat_grad(work.model)
         info[n] = dict(loss=loss, nfe_f=nf, nfe_b=nb, err=float((g - ref).norm() / ref.norm()),
                        choice=methods[n].choice)
     times = interleaved({n: (lambda m=m: m.gradient(work, batch)) for n, m in methods.items()},
                         repeats=args.repeats, warmup=0)
-    mem = {n: run_probe(name, n, weights) for n in methods}
+    nan = dict(peak_mb=float("nan"), peak2_mb=float("nan"))
+    mem = {n: (nan if args.no_memory else run_probe(name, n, weights)) for n in methods}
     curves = {n: train_curve(name, n, args.iters, weights) for n in TRAINED if n in methods} if args.iters else {}
 
     td = times["td direct"]
@@ -417,8 +452,9 @@ def bench(name: str, args, tmp: str) -> None:
         elif curves:
             row += " - | - |"
         print(row, flush=True)
-    print(f"\n(in the fresh-process memory probes auto chose {mem['pj auto'].get('choice')} and, with the "
-          f"{budget / 2**20:.1f} MiB budget, {mem[tight].get('choice')})")
+    if tight:
+        print(f"\n(in the fresh-process memory probes auto chose {mem['pj auto'].get('choice')} and, with the "
+              f"{budget / 2**20:.1f} MiB budget, {mem[tight].get('choice')})")
 
 
 def main(argv=None) -> None:
@@ -429,7 +465,10 @@ def main(argv=None) -> None:
     parser.add_argument("--iters", type=int, default=None, help="training iterations per method (0: none)")
     parser.add_argument("--pretrain", type=int, default=None)
     parser.add_argument("--methods", default=",".join(METHODS),
-                        help="comma-separated subset of the methods ('td direct' and 'pj auto' are always run)")
+                        help="comma-separated subset of the methods ('td direct' is always run, 'pj auto' unless "
+                             "--no-auto)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
+    parser.add_argument("--no-auto", action="store_true", help="leave out the 'pj auto' rows (run unless this is given)")
     parser.add_argument("--probe", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
@@ -437,10 +476,11 @@ def main(argv=None) -> None:
         return
     torch.set_num_threads(1)
     chosen = args.methods.split(",")
-    unknown = [m for m in chosen if m not in METHODS]
+    unknown = [m for m in chosen if m not in METHODS + EXTRA]
     if unknown:
-        raise ValueError(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
-    args.methods = [m for m in METHODS if m in chosen or m in ("td direct", "pj auto")]
+        raise ValueError(f"--methods: unknown {unknown}; choose from {list(METHODS + EXTRA)}")
+    always = ("td direct",) if args.no_auto else ("td direct", "pj auto")
+    args.methods = [m for m in METHODS + EXTRA if m in chosen or m in always]
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.iters = args.iters if args.iters is not None else (0 if args.quick else 30)
     args.pretrain = args.pretrain if args.pretrain is not None else (20 if args.quick else 150)

@@ -29,3 +29,23 @@ class Held:
 
     def __del__(self):
         self.meter.live -= self.n
+
+
+class Allocations:
+    def __init__(self, peak: int, net: int):
+        self.peak, self.net = peak, net
+
+
+def allocations(fn) -> Allocations:
+    """Bytes allocated by torch's CPU allocator while ``fn()`` runs: the peak growth over the start, and
+    the net growth still allocated at the end (from the profiler's memory events, in time order)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    cur = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        cur += e.nbytes()
+        peak = max(peak, cur)
+    return Allocations(peak, cur)

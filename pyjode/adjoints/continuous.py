@@ -99,14 +99,17 @@ def batched_field(func, T: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     return F
 
 
-def weighted_param_vjp(func, params: Sequence[torch.Tensor], T, Y, A, W, max_nodes: int = 512):
+def weighted_param_vjp(func, params: Sequence[torch.Tensor], T, Y, A, W, max_nodes: int = 512,
+                       out: Optional[List[torch.Tensor]] = None):
     """sum_k W_k A_k^T ∂f/∂θ(T_k, Y_k) for every tensor in ``params``: one batched VJP per chunk of nodes.
+    With ``out`` the sums are added into those tensors in place (and returned): a caller that accumulates
+    over many calls then holds no second parameter-sized buffer.
 
     Only the parameters are asked for (``inputs=params``), so autograd never forms the state VJP here.
     For a field that ``vmap`` cannot batch each node gets its own VJP, so that at most one node's graph is
     alive: a loop that stacked the nodes first would hold all their graphs at once.
     """
-    grads = [torch.zeros_like(p) for p in params]
+    grads = [torch.zeros_like(p) for p in params] if out is None else out
     if not params or T.numel() == 0:
         return grads
 
