@@ -46,7 +46,11 @@ field and state shape by counting the tensors saved during ``f(t_0, y_0)``, para
 * checkpointed:  ``2 N x + E (a + 2x) + T x``,
 * bounded:       ``(c + 2 N / c) 2 x + E (a + 2x) + T x``,
 * quadrature:    ``(k + 2) a + 4 T x``,  ``k`` nodes per parameter-VJP call, as many as fit (at least 1),
-* reversible:    ``2 E (a + 2x) + T x``.
+* reversible:    ``2 E (a + 2x) + T x``,
+
+each plus ``2 P`` (``P`` the parameters' bytes): their gradient and the VJP being added into it, which
+every method holds at its peak (see ``pyjode/adjoints/param_sink.py``). ``k`` is given to ``Quadrature`` only
+when the budget binds; otherwise its default cap (a call's activations about a quarter of ``P``) applies.
 
 The first solve of a field, with no record, uses ``checkpointed``: its forward pass is the graph-free solve
 that counts the steps, and its memory is states only.
@@ -183,6 +187,7 @@ class Auto(GradientMethod):
         c = max(2, math.ceil(2 * math.sqrt(max(steps, 1))))
         budget = self.budget(y0)
         accepted = steps * evals  # A: evaluations of the accepted steps
+        grads = 2 * sum(p.numel() * p.element_size() for p in spec.params)  # 2P: the gradient and one VJP
         from .quadrature import Quadrature
         from .reversible import ReversibleAdjoint
 
@@ -197,12 +202,15 @@ class Auto(GradientMethod):
             candidates.append(("reversible", ReversibleAdjoint(), 2 * evals * per_eval + n_out * x,
                                nfe + 4 * accepted))
         else:
-            k = max(1, min(2 ** 14 // max(y0.numel(), 1), int((budget - 4 * n_out * x) // max(a, 1)) - 2))
+            most = max(1, 2 ** 14 // max(y0.numel(), 1))  # Quadrature's own bound on nodes per call
+            k = max(1, min(most, int((budget - 4 * n_out * x - grads) // max(a, 1)) - 2))
             backward = max(accepted, (n_out - 1) * (evals + 3))
             nodes = backward * _nodes_per_step(spec.method) / max(evals, 1)
-            candidates.append((f"quadrature(max_nodes_per_call={k})", Quadrature(max_nodes_per_call=k),
-                               (k + 2) * a + 4 * n_out * x, nfe + 2 * backward + nodes))
-        candidates = [(label, method, int(need), int(cost)) for label, method, need, cost in candidates]
+            # when the budget does not bind, Quadrature's default also caps a call's activations by the
+            # parameters' size
+            quad = Quadrature(max_nodes_per_call=k if k < most else None)
+            candidates.append((_label(quad), quad, (k + 2) * a + 4 * n_out * x, nfe + 2 * backward + nodes))
+        candidates = [(label, method, int(need + grads), int(cost)) for label, method, need, cost in candidates]
         self.estimates = {label: need for label, _, need, _ in candidates}
         self.costs = {label: cost for label, _, _, cost in candidates}
         for label, method, need, cost in sorted(candidates, key=lambda c: c[3]):  # stable: ties keep the order
@@ -256,6 +264,6 @@ def _history_key(spec: SolveSpec) -> tuple:
 def _label(method: GradientMethod) -> str:
     if isinstance(method, Checkpointed) and method.checkpoints is not None:
         return f"checkpointed(checkpoints={method.checkpoints})"
-    if method.name == "quadrature":
+    if method.name == "quadrature" and method.max_nodes_per_call is not None:
         return f"quadrature(max_nodes_per_call={method.max_nodes_per_call})"
     return method.name
