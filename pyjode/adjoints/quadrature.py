@@ -101,8 +101,9 @@ class Quadrature(ContinuousAdjoint):
             problem before relying on it.
         max_nodes_per_call: cap on nodes per batched VJP call. The batched call holds the field's
             activations for all its nodes at once, so by default it takes as many nodes as fit in
-            2**14 state elements (all of them for small states, where batching pays most): memory stays
-            independent of the number of steps.
+            2**14 state elements (all of them for small states, where batching pays most) and no more
+            than :func:`nodes_per_call` allows (activations of about a quarter of the parameters' size):
+            memory stays independent of the number of steps. A given value replaces both bounds.
     """
 
     name = "quadrature"
