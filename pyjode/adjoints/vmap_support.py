@@ -4,8 +4,8 @@ The quadrature adjoint evaluates ``f`` at many (t, y) nodes. ``vmap`` turns them
 but it refuses some fields: in-place updates of captured tensors, ``.item()``, data-dependent control flow,
 and fields that call ``torch.autograd.grad`` themselves (a continuous normalising flow's trace). A failed
 ``vmap`` costs a partial trace of the field, so its outcome is remembered for the field object (weakly:
-the entry goes with the field) instead of being retried on every call, and the first try batches a
-single node, so that a failure never holds more than one node's activations.
+the entry goes with the field) instead of being retried on every call, and the decision is taken on a
+single node without a graph, so that a failure never holds more than one node's activations.
 """
 
 from __future__ import annotations
@@ -57,16 +57,19 @@ def try_vmap(func: Callable, T: torch.Tensor, Y: torch.Tensor) -> Optional[torch
     """``vmap(func)(T, Y)``, or None when ``vmap`` cannot trace this field (now or on an earlier call)."""
     if vmap_refused(func):
         return None
-    if not _accepted(func) and T.shape[0] > 1:
-        # decide on one node: a trace that fails part-way then holds one node's activations, not a chunk's
-        head = try_vmap(func, T[:1], Y[:1])
-        if head is None:
+    if not _accepted(func):
+        # Decide on one node without a graph (one evaluation, once per field): a trace that fails part-way
+        # then holds one node's activations, not a chunk's, and a success leaves no graph behind whose
+        # parameter VJP would need a second parameter-sized buffer beside the chunk's.
+        try:
+            with torch.no_grad():
+                torch.func.vmap(func)(T[:1], Y[:1])
+        except Exception as error:  # noqa: BLE001 - any vmap limitation means: evaluate node by node
+            remember_refusal(func, error)
             return None
-        return torch.cat([head, torch.func.vmap(func)(T[1:], Y[1:])])
+        _accept(func)
     try:
-        F = torch.func.vmap(func)(T, Y)
-    except Exception as error:  # noqa: BLE001 - any vmap limitation means: evaluate node by node
+        return torch.func.vmap(func)(T, Y)
+    except Exception as error:  # noqa: BLE001 - a field vmap traces without a graph but not with one
         remember_refusal(func, error)
         return None
-    _accept(func)
-    return F
