@@ -256,22 +256,13 @@ def _stages_dirk(ps, stepper, field, t0, h64, h, Y, F0, scale, predicted, usable
         if predicted is not None:
             z = torch.where(usable[:, None], predicted[i], z)
         ti = stepper.time(t0 + ps.c[i] * h64)
-        conv = done | failed
-        prev = torch.zeros(B, dtype=Y.dtype, device=Y.device)
-        rate = torch.zeros_like(prev)
-        for k in range(stepper.method.max_iters):
+
+        def update(conv, z):  # called within this stage only: the closure sees this stage's values
             r = base + hg[:, None] * field(ti, z.reshape(shape)).reshape(B, d) - z
             dz = torch.where(conv[:, None], torch.zeros_like(r), ps.solve(fac, r))
-            z = z + dz
-            nd = ps.scaled(dz, scale)
-            ok, bad, rate = ps.converged(k, nd, prev, conv, rate)
-            failed = failed | bad
-            conv = conv | ok | bad
-            if bool(conv.all()):
-                break
-            prev = nd
-        else:
-            failed = failed | ~conv
+            return z + dz, ps.scaled(dz, scale)
+
+        z, failed, rate = _iterate(ps, stepper, update, z, done | failed, failed)
         rate_all = torch.maximum(rate_all, rate)
         Z.append(z)
         K.append((z - base) / (torch.where(hg == 0, torch.ones_like(hg), hg))[:, None])
@@ -287,16 +278,25 @@ def _stages_firk(ps, stepper, field, t0, h64, h, Y, scale, predicted, usable):
     if predicted is not None:
         W = torch.where(usable[None, :, None], predicted - Y[None], W)
     times = [stepper.time(t0 + ci * h64) for ci in ps.c]
-    conv = done.clone()
-    failed = torch.zeros(B, dtype=torch.bool, device=Y.device)
-    prev = torch.zeros(B, dtype=Y.dtype, device=Y.device)
-    rate = torch.zeros_like(prev)
-    for k in range(stepper.method.max_iters):
+
+    def update(conv, W):
         F = torch.stack([field(times[i], (Y + W[i]).reshape(shape)).reshape(B, d) for i in range(s)])
         R = h[None, :, None] * (ps.A @ F.reshape(s, -1)).view(s, B, d) - W
         dW = torch.where(conv[None, :, None], torch.zeros_like(R), ps.firk_solve(fac, R))
-        W = W + dW
-        nd = ps.scaled(dW, scale)
+        return W + dW, ps.scaled(dW, scale)
+
+    return _iterate(ps, stepper, update, W, done.clone(), torch.zeros(B, dtype=torch.bool, device=Y.device))
+
+
+def _iterate(ps, stepper, update, x, conv, failed):
+    """The per-sample simplified Newton iteration: ``x, nd = update(conv, x)`` applies one increment to the
+    samples not yet done (``conv``: converged, failed, or not stepping) and returns the increments' scaled
+    norms; iterate until every sample has converged or failed, a sample still iterating after ``max_iters``
+    counting as failed. Returns ``(x, failed, contraction rates)``."""
+    prev = torch.zeros(conv.shape[0], dtype=x.dtype, device=x.device)
+    rate = torch.zeros_like(prev)
+    for k in range(stepper.method.max_iters):
+        x, nd = update(conv, x)
         ok, bad, rate = ps.converged(k, nd, prev, conv, rate)
         failed = failed | bad
         conv = conv | ok | bad
@@ -305,7 +305,7 @@ def _stages_firk(ps, stepper, field, t0, h64, h, Y, scale, predicted, usable):
         prev = nd
     else:
         failed = failed | ~conv
-    return W, failed, rate
+    return x, failed, rate
 
 
 def _attach(ps, stepper, field, t0, h64, h, y, f0, Z):

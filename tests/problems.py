@@ -77,3 +77,11 @@ class GBM(nn.Module):
     def exact(self, y0, t, w):
         drift = self.mu if self.sde_type == "stratonovich" else self.mu - 0.5 * self.sigma ** 2
         return y0 * torch.exp(drift * t + self.sigma * w)
+
+
+def van_der_pol(mu):
+    """x' = v, v' = mu (1 - x^2) v - x, for a scalar mu or a batch of them (mu of shape (B,), one per sample)."""
+    def f(t, y):
+        x, v = y[..., 0], y[..., 1]
+        return torch.stack([v, mu * (1 - x ** 2) * v - x], -1)
+    return f

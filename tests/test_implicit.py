@@ -11,7 +11,7 @@ import torch
 import pyjode
 from pyjode.implicit import IMPLICIT_METHODS, Implicit
 from pyjode.implicit_tableau import IMPLICIT_TABLEAUS
-from problems import cos_growth, rel_error
+from problems import cos_growth, rel_error, van_der_pol
 from test_tableau import order_residuals, satisfied_order
 
 F64 = torch.float64
@@ -139,13 +139,6 @@ def test_dense_output_between_steps():
 def robertson(t, y):
     y1, y2, y3 = y[..., 0], y[..., 1], y[..., 2]
     return torch.stack([-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 ** 2, 3e7 * y2 ** 2], -1)
-
-
-def van_der_pol(mu):
-    def f(t, y):
-        x, v = y[..., 0], y[..., 1]
-        return torch.stack([v, mu * (1 - x ** 2) * v - x], -1)
-    return f
 
 
 def _scipy(f, y0, ts, rtol=1e-11, atol=1e-14):

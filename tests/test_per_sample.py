@@ -15,6 +15,8 @@ from pyjode.runge_kutta import RungeKutta
 from pyjode.step_control import StepControl
 from pyjode.tableau import get_tableau
 
+from problems import van_der_pol
+
 F64 = torch.float64
 RATES = [0.3, 1.0, 4.0, 20.0]
 TS = [0.0, 0.7, 2.0, 5.0]
@@ -35,15 +37,6 @@ class Forced:
 def forced_solution(k, y0, t):
     """y = (y0 + 1/(k^2+1)) e^{-k t} + (k sin t - cos t)/(k^2+1)."""
     return (y0 + 1 / (k * k + 1)) * math.exp(-k * t) + (k * math.sin(t) - math.cos(t)) / (k * k + 1)
-
-
-class VdP:
-    def __init__(self, mu):
-        self.mu = mu
-
-    def __call__(self, t, y):
-        x, v = y[..., 0], y[..., 1]
-        return torch.stack([v, self.mu * (1 - x ** 2) * v - x], -1)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -201,9 +194,9 @@ def test_autograd_takes_the_same_steps_as_no_grad(method):
     stepper_of = (lambda like: RungeKutta(get_tableau(method), like)) if isinstance(method, str) else method.stepper
     control = StepControl(rtol=1e-6, atol=1e-6, per_sample=True)
     with torch.no_grad():
-        plain = integrate(stepper_of(y0), VdP(mu), y0, [0.0, 2.0, 4.0], control, keep_times=True)
+        plain = integrate(stepper_of(y0), van_der_pol(mu), y0, [0.0, 2.0, 4.0], control, keep_times=True)
     mu_g = mu.clone().requires_grad_(True)
-    graphed = integrate(stepper_of(y0), VdP(mu_g), y0, [0.0, 2.0, 4.0], control, keep_times=True)
+    graphed = integrate(stepper_of(y0), van_der_pol(mu_g), y0, [0.0, 2.0, 4.0], control, keep_times=True)
     assert graphed.ys[-1].requires_grad
     assert [list(a) for a in graphed.sample_times] == [list(a) for a in plain.sample_times]
     for a, b in zip(graphed.ys, plain.ys):
@@ -243,7 +236,7 @@ def test_stiff_batch_against_scipy_radau(name):
     T, rtol = 2.0, 1e-7
     y0 = torch.tensor([[2.0, 0.0]] * len(mus), dtype=F64)
     ts = torch.tensor([0.0, 0.5, T], dtype=F64)
-    ys = pyjode.odeint(VdP(torch.tensor(mus, dtype=F64)), y0, ts, method=Implicit(name, jacobian="batch"),
+    ys = pyjode.odeint(van_der_pol(torch.tensor(mus, dtype=F64)), y0, ts, method=Implicit(name, jacobian="batch"),
                        rtol=rtol, atol=rtol, per_sample=True)
     for b, mu in enumerate(mus):
         ref = solve_ivp(lambda t, y: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]], (0.0, T), [2.0, 0.0],
@@ -260,8 +253,8 @@ def test_one_stiff_sample_steps_as_the_scalar_implicit_solver(name):
     y0 = torch.tensor([[2.0, 0.0]], dtype=F64)
     control = StepControl(rtol=1e-6, atol=1e-6)
     with torch.no_grad():
-        alone = integrate(Implicit(name).stepper(y0), VdP(100.0), y0, [0.0, 30.0], control, keep_times=True)
-        batch = integrate(Implicit(name, jacobian="batch").stepper(y0), VdP(torch.tensor([100.0], dtype=F64)), y0,
+        alone = integrate(Implicit(name).stepper(y0), van_der_pol(100.0), y0, [0.0, 30.0], control, keep_times=True)
+        batch = integrate(Implicit(name, jacobian="batch").stepper(y0), van_der_pol(torch.tensor([100.0], dtype=F64)), y0,
                           [0.0, 30.0], control.replace(per_sample=True), keep_times=True)
     assert len(batch.sample_times[0]) == len(alone.times)
     np.testing.assert_allclose(np.array(batch.sample_times[0]), np.array(alone.times), rtol=1e-7)
@@ -277,10 +270,10 @@ def test_a_mild_sample_beside_a_stiff_one_steps_as_alone(name):
     control = StepControl(rtol=1e-6, atol=1e-6, per_sample=True)
     with torch.no_grad():
         method = Implicit(name, jacobian="batch", max_iters=3)
-        pair = integrate(method.stepper(y0), VdP(torch.tensor([5.0, 500.0], dtype=F64)), y0, [0.0, 5.0], control,
+        pair = integrate(method.stepper(y0), van_der_pol(torch.tensor([5.0, 500.0], dtype=F64)), y0, [0.0, 5.0], control,
                          keep_times=True)
         alone = integrate(Implicit(name, jacobian="batch", max_iters=3).stepper(y0[:1]),
-                          VdP(torch.tensor([5.0], dtype=F64)), y0[:1], [0.0, 5.0], control, keep_times=True)
+                          van_der_pol(torch.tensor([5.0], dtype=F64)), y0[:1], [0.0, 5.0], control, keep_times=True)
     assert method.stats.newton_failures > 0 and int(pair.rejected[1]) > 0
     assert int(pair.steps[0]) == int(alone.steps[0]) and int(pair.rejected[0]) == int(alone.rejected[0])
     np.testing.assert_allclose(np.array(pair.sample_times[0]), np.array(alone.sample_times[0]), rtol=1e-7)
@@ -295,10 +288,10 @@ def test_stiff_batch_with_different_time_scales_takes_far_fewer_attempts_than_sh
     shared, own = pyjode.Stats(), pyjode.Stats()
     run_kw = dict(rtol=1e-5, atol=1e-5)
     with torch.no_grad():
-        a = pyjode.odeint(VdP(mus), y0, torch.tensor([0.0, 40.0], dtype=F64),
+        a = pyjode.odeint(van_der_pol(mus), y0, torch.tensor([0.0, 40.0], dtype=F64),
                           method=Implicit("radauIIA5", jacobian="batch"), stats=shared, **run_kw)
         m = Implicit("radauIIA5", jacobian="batch")
-        b = pyjode.odeint(VdP(mus), y0, torch.tensor([0.0, 40.0], dtype=F64), method=m, stats=own,
+        b = pyjode.odeint(van_der_pol(mus), y0, torch.tensor([0.0, 40.0], dtype=F64), method=m, stats=own,
                           per_sample=True, **run_kw)
     assert own.steps_forward / 4 < 0.5 * shared.steps_forward
     # both within ~10 rtol of the truth (and |y| <= 2), so they agree to 2 * 10 * rtol * 2
