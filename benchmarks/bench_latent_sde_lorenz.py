@@ -38,7 +38,6 @@ def floor_sdeint(sde, y0, ts, dt=1e-3, logqp=False, method="euler", **unused):
     grid with the KL accumulated beside the state (no augmented channel), one randn per step, linear
     interpolation at the outputs. Used only to measure the floor that the example's own networks set."""
     assert logqp and method == "euler"
-    out_ts = ts.tolist()
     x, kl, t = y0, y0.new_zeros(y0.shape[0]), ts[0]
     xs, kls = [x], [kl]
     for out in ts[1:]:

@@ -142,7 +142,7 @@ def run_probe(name: str, n: int) -> float:
 
 def memory_table(step_counts) -> str:
     state_kib = BATCH * DIM * 4 / 1024
-    rows = [f"| candidate | " + " | ".join(f"{n} steps (MiB)" for n in step_counts)
+    rows = ["| candidate | " + " | ".join(f"{n} steps (MiB)" for n in step_counts)
             + f" | growth {step_counts[0]}→{step_counts[-1]} (MiB) |",
             "|---|" + "---:|" * (len(step_counts) + 1)]
     for name in CANDIDATES:

@@ -184,7 +184,7 @@ def main(argv=None) -> None:
     mean_s, mean_r = sum(semi["nfe_b"]) / iters, sum(rms["nfe_b"]) / iters
     last = max(1, iters // 10)
     end_s, end_r = sum(semi["nfe_b"][-last:]) / last, sum(rms["nfe_b"][-last:]) / last
-    print(f"\n(losses and NFE are means over the 10 iterations ending at the checkpoint)\n")
+    print("\n(losses and NFE are means over the 10 iterations ending at the checkpoint)\n")
     print("| | seminorm | rms | reduction |")
     print("|---|---:|---:|---:|")
     print(f"| backward NFE, mean over the run | {mean_s:.1f} | {mean_r:.1f} | {1 - mean_s / mean_r:.0%} |")

@@ -202,8 +202,8 @@ def _check_per_sample(method, grad_method, dense: bool, backend: str, y0: torch.
             isinstance(method, Implicit) and method.jacobian != "batch"):
         raise ValueError(f"per_sample=True cannot be used with method={method!r}. " + WHAT_WORKS)
     if y0.dim() < 1:
-        raise ValueError(f"per_sample=True needs y0 of shape (B, ...) with the independent samples along its first "
-                         f"dimension, got a 0-dim y0")
+        raise ValueError("per_sample=True needs y0 of shape (B, ...) with the independent samples along its first "
+                         "dimension, got a 0-dim y0")
 
 
 def _times(values) -> tuple:

@@ -39,7 +39,7 @@ def _runner(field, y0, t, params):
 
 
 def _check_gradient(g, ref, label):
-    tol = 1e-13 if not label.startswith("quadrature") else 1e-4
+    tol = 1e-4 if label.startswith(("quadrature", "backsolve")) else 1e-13  # continuous: the backward tolerance
     for a, b in zip(g, ref):
         assert rel_error(a, b) < tol, label
 
@@ -53,7 +53,7 @@ def test_many_outputs_rank_checkpointing_before_quadrature():
     params = tuple(net.parameters())
     run = _runner(field, y0, t, params)
     ref, st = run("direct")
-    first = pyjode.Auto(memory_budget=10 ** 12)
+    first = pyjode.Auto(memory_budget=10 ** 12, trials=0)
     g, stats = run(first)
     assert stats.adjoint == "checkpointed"  # nothing known yet: the graph-free forward pass counts the steps
     _check_gradient(g, ref, "checkpointed")
@@ -62,14 +62,19 @@ def test_many_outputs_rank_checkpointing_before_quadrature():
                              (None, "quadrature")):
         if budget is None:
             budget = est - 1  # just below the previous choice's estimate: the next candidate must be taken
-        auto = pyjode.Auto(memory_budget=budget)
+        auto = pyjode.Auto(memory_budget=budget, trials=0)  # the prediction alone
         g, stats = run(auto)
         assert stats.adjoint.startswith(expected), (budget, stats.adjoint, auto.estimates)
         est = auto.estimates[stats.adjoint]
         assert est <= budget
         _check_gradient(g, ref, expected)
-    # here memory and predicted time order the candidates the opposite ways
-    assert list(auto.estimates.values()) == sorted(auto.estimates.values(), reverse=True)
+    # here memory and predicted time order the candidates the opposite ways (Backsolve, whose augmented
+    # state carries the parameters, is the slowest and needs more than quadrature)
+    labels = list(auto.estimates)
+    assert labels[:2] == ["direct", "checkpointed"] and labels[2].startswith("checkpointed(checkpoints=")
+    assert labels[3:] == [stats.adjoint, "backsolve"]
+    need = list(auto.estimates.values())
+    assert need[:4] == sorted(need[:4], reverse=True) and need[4] > need[3]
     assert list(auto.costs.values()) == sorted(auto.costs.values())
     # the prediction from the record of the previous solve: A = N E accepted evaluations, F in all
     steps, nfe = st.steps_forward, st.nfe_forward
@@ -96,17 +101,17 @@ def test_few_outputs_rank_quadrature_before_checkpointing():
     run = _runner(field, y0, t, params)
     ref, _ = run("direct")
     run(pyjode.Auto(memory_budget=10 ** 12))  # the first solve records the steps
-    auto = pyjode.Auto(memory_budget=10 ** 12)
+    auto = pyjode.Auto(memory_budget=10 ** 12, trials=0)
     run(auto)
     assert auto.choice.name == "direct"
     q = next(label for label in auto.costs if label.startswith("quadrature"))
     assert auto.costs["direct"] < auto.costs[q] < auto.costs["checkpointed"]
-    tight = pyjode.Auto(memory_budget=auto.estimates["direct"] - 1)
+    tight = pyjode.Auto(memory_budget=auto.estimates["direct"] - 1, trials=0)
     g, stats = run(tight)
     assert stats.adjoint.startswith("quadrature"), (stats.adjoint, tight.costs)
     _check_gradient(g, ref, stats.adjoint)
     # and when even quadrature's smallest estimate does not fit, the smallest estimate is taken
-    tiny = pyjode.Auto(memory_budget=1)
+    tiny = pyjode.Auto(memory_budget=1, trials=0)
     g, stats = run(tiny)
     assert stats.adjoint == min(tiny.estimates, key=tiny.estimates.get)
     _check_gradient(g, ref, stats.adjoint)
@@ -134,6 +139,125 @@ def test_without_autograd_and_time_gradients():
 
 
 def test_bad_arguments():
-    for kw in ({"memory_budget": 0}, {"memory_budget": 1.5}, {"budget_fraction": 0}, {"budget_fraction": 2.0}):
+    for kw in ({"memory_budget": 0}, {"memory_budget": 1.5}, {"budget_fraction": 0}, {"budget_fraction": 2.0},
+               {"trials": -1}, {"trials": 1.5}, {"trials": True}):
         with pytest.raises(ValueError):
             pyjode.Auto(**kw)
+
+
+def test_close_contenders_are_timed_and_the_fastest_kept(monkeypatch):
+    """Candidates predicted within 2x of the fastest that fits are each used for `trials` gradients, timed
+    from the solve's start to the end of the backward pass through its outputs, and the one with the least
+    time per forward evaluation is kept. A fake clock makes Backsolve (the slowest by prediction) the
+    fastest by measurement: auto must take it once every contender is measured, and every gradient on the
+    way must be right."""
+    from pyjode.adjoints import auto_trials
+    from pyjode.adjoints.backsolve import Backsolve
+    from pyjode.adjoints.checkpointed import Checkpointed
+    from pyjode.adjoints.quadrature import Quadrature
+
+    clock = [0.0]
+    monkeypatch.setattr(auto_trials, "_now", lambda device: clock[0])
+    for cls, seconds in ((Backsolve, 1.0), (Checkpointed, 2.0), (Quadrature, 3.0)):
+        def solve(self, spec, _orig=cls.solve, _s=seconds):
+            clock[0] += _s  # the forward part of the measurement
+            return _orig(self, spec)
+        monkeypatch.setattr(cls, "solve", solve)
+
+    net, field, y0, _ = _problem()
+    t = torch.tensor([0.0, 12.0], dtype=F64)
+    params = tuple(net.parameters())
+    run = _runner(field, y0, t, params)
+    ref, _ = run("direct")
+    probe = pyjode.Auto(memory_budget=10 ** 12, trials=0)
+    run(probe)  # records the steps
+    run(probe)
+    budget = probe.estimates["direct"] - 1  # direct does not fit: quadrature, checkpointed, backsolve are close
+    auto = pyjode.Auto(memory_budget=budget, trials=2)
+    tried = []
+    for _ in range(6):
+        g, stats = run(auto)
+        assert auto.measuring
+        tried.append(stats.adjoint.split("(")[0])
+        _check_gradient(g, ref, stats.adjoint)
+    assert sorted(tried) == sorted(["quadrature", "checkpointed", "backsolve"] * 2), tried
+    assert tried[:3] == ["quadrature", "checkpointed", "backsolve"]  # interleaved, predicted-fastest first
+    for _ in range(2):
+        g, stats = run(auto)
+        assert stats.adjoint == "backsolve" and not auto.measuring
+        _check_gradient(g, ref, "backsolve")
+    assert set(auto.measured) == {"quadrature", "checkpointed", "backsolve"}
+    assert min(auto.measured, key=auto.measured.get) == "backsolve"
+    # the measurements belong to the problem: a new Auto with the same budget keeps the choice
+    again = pyjode.Auto(memory_budget=budget, trials=2)
+    assert run(again)[1].adjoint == "backsolve" and not again.measuring
+    # trials=0 goes by the prediction
+    assert run(pyjode.Auto(memory_budget=budget, trials=0))[1].adjoint.startswith("quadrature")
+
+
+def test_a_measurement_spans_the_backward_pass():
+    """The time reported for a solve includes the backward pass after it reaches the solve's outputs: a
+    backward pass that sleeps 50 ms upstream of the outputs shows in the report, once, even when the graph
+    is backpropagated twice."""
+    import time
+
+    from pyjode.adjoints.auto_trials import timed
+
+    class Slow(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            time.sleep(0.05)
+            return g * 2
+
+    x = torch.ones(3, requires_grad=True)
+    reports = []
+    ys = timed(lambda: Slow.apply(x), x.device, lambda: 5, reports.append)
+    assert reports == []  # nothing until the backward pass ends
+    ys.sum().backward(retain_graph=True)
+    assert len(reports) == 1 and reports[0] >= 0.05 / 5
+    assert torch.equal(x.grad, torch.full((3,), 2.0))
+    ys.sum().backward()
+    assert len(reports) == 1
+    # without a graph there is nothing to time
+    with torch.no_grad():
+        timed(lambda: x * 2, x.device, lambda: 1, reports.append)
+    assert len(reports) == 1
+
+
+def test_measuring_ends_when_no_backward_pass_comes():
+    """Solves under autograd whose outputs are never backpropagated leave no measurement; after twice the
+    tries each contender stops being measured and the prediction decides, so auto never keeps alternating."""
+    net, field, y0, _ = _problem()
+    t = torch.tensor([0.0, 12.0], dtype=F64)
+    params = tuple(net.parameters())
+    probe = pyjode.Auto(memory_budget=10 ** 12, trials=0)
+    for _ in range(2):
+        pyjode.odeint(field, y0, t, method="dopri5", rtol=1e-6, atol=1e-8, adjoint=probe, adjoint_params=params)
+    auto = pyjode.Auto(memory_budget=probe.estimates["direct"] - 1, trials=1)
+    measured = 0
+    for _ in range(12):
+        stats = pyjode.Stats()
+        pyjode.odeint(field, y0, t, method="dopri5", rtol=1e-6, atol=1e-8, adjoint=auto, adjoint_params=params,
+                      stats=stats)
+        measured += auto.measuring
+    assert measured == 2 * 3  # three contenders, tried twice each
+    assert not auto.measuring and stats.adjoint.startswith("quadrature")
+
+
+def test_measurements_go_stale_when_the_steps_change():
+    from pyjode.adjoints.auto_trials import Trials
+
+    trials = Trials(steps=20)
+    assert not trials.stale(14) and not trials.stale(30)
+    assert trials.stale(13) and trials.stale(31)
+    report = trials.start("a")
+    assert trials.next(["a", "b"], 1) == "b"  # least tried first
+    report(2.0)
+    trials.start("b")(1.0)
+    assert trials.next(["a", "b"], 1) is None and trials.best(["a", "b"]) == "b"
+    trials.start("a")(0.5)  # the minimum is the score: noise only adds
+    assert trials.best(["a", "b"]) == "a"

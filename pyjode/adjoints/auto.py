@@ -1,4 +1,4 @@
-"""``adjoint="auto"``: the gradient method predicted fastest among those whose memory fits a budget.
+"""``adjoint="auto"``: the fastest gradient method whose memory fits a budget, predicted, then measured.
 
 **The rule.** The candidates are
 
@@ -10,9 +10,14 @@
 * ``Quadrature(max_nodes_per_call=k)``: no per-step memory at all, but a backward solve that restarts at
   every output time (``Quadrature`` needs a Runge–Kutta method; for :class:`pyjode.Reversible` this
   candidate is ``adjoint="reversible"``),
+* ``Backsolve()``: the seminorm continuous adjoint, the augmented state ``[y, a, a_θ]`` solved backwards
+  (Runge–Kutta methods only),
 
-ordered by their predicted time, and the first whose estimated peak gradient memory fits the budget is
-used. Both predictions come from the previous solve of the same field with a state of the same shape (a
+ordered by their predicted time; those whose estimated peak gradient memory fits the budget are the
+choices. When several of them are predicted within ``close`` (2x) of the fastest, the closest three are
+timed on the user's own gradients, ``trials`` (3) each, interleaved, and the fastest measured is kept for
+that problem (``pyjode/adjoints/auto_trials.py``); otherwise, or with ``trials=0``, the fastest predicted
+is used. Both predictions come from the previous solve of the same field with a state of the same shape (a
 training loop solves the same problem every iteration): ``N`` accepted steps, ``E`` evaluations per step
 attempt, ``F`` forward evaluations in all (rejected attempts included), ``A = N E`` those of accepted
 steps, and ``T`` output times.
@@ -28,7 +33,8 @@ parameters as two evaluations and one with respect to the state alone as one:
   Gauss–Legendre nodes of every backward step), with ``B = max(A, (T - 1)(E + 3))``: about as many
   evaluations as the forward pass, but at least one step and the initial-step guess (two evaluations and
   the first stage) per output interval, because the backward solve restarts at every output time,
-* reversible:    ``F + 4 A``          (each step reconstructed backwards, then differentiated).
+* reversible:    ``F + 4 A``          (each step reconstructed backwards, then differentiated),
+* backsolve:     ``F + 3 B``          (each backward evaluation with a state and parameter VJP).
 
 Ties keep the order of the list above. This reproduces the measured ranking on every training workload of
 ``benchmarks/RESULTS.md`` (section "Training workloads: checkpointed discrete adjoint ..."): direct was the
@@ -36,7 +42,11 @@ fastest everywhere (0.81–0.88x torchdiffeq's direct backprop); with two output
 took 0.94–1.00x on the CNFs, 0.96x on the 1 M-parameter MLP and 1.28x at 9 M, against checkpointed's
 1.18–1.23x, 1.00x and 1.78x; on the latent ODE's 100 output times the quadrature backward solve took 891
 evaluations (= 99 x 9, the ``(T - 1)(E + 3)`` above for dopri5) against 56 forward, 5.0x, where
-checkpointed took 1.04x.
+checkpointed took 1.04x. It does not rank the close ones reliably: on the trained CNF Backsolve, predicted
+slowest of the three, took 0.89–0.96x where the quadrature adjoint took 1.00–1.08x and checkpointed 1.18x,
+because on a 9 k-parameter field every call costs about the same whatever it computes and Backsolve makes
+the fewest; at 9 M parameters Backsolve's parameter-sized augmented state makes it 2.7x. Hence the
+measurements.
 
 *Memory*, in bytes, from ``a`` (bytes autograd saves for one evaluation of the field, measured once per
 field and state shape by counting the tensors saved during ``f(t_0, y_0)``, parameters excluded) and
@@ -47,6 +57,8 @@ field and state shape by counting the tensors saved during ``f(t_0, y_0)``, para
 * bounded:       ``(c + 2 N / c) 2 x + E (a + 2x) + T x``,
 * quadrature:    ``(k + 2) a + 4 T x``,  ``k`` nodes per parameter-VJP call, as many as fit (at least 1),
 * reversible:    ``2 E (a + 2x) + T x``,
+* backsolve:     ``(2 s + 9) z + a + 2x + T x``, ``z = 2x + P`` the augmented state, ``s`` the tableau's
+  stages (the stepper's stages and temporaries: measured 17 z for bosh3, 23 z for dopri5, 37 z for dopri8),
 
 each plus ``2 P`` (``P`` the parameters' bytes): their gradient and the VJP being added into it, which
 every method holds at its peak (see ``pyjode/adjoints/param_sink.py``). ``k`` is given to ``Quadrature`` only
@@ -59,8 +71,9 @@ that counts the steps, and its memory is states only.
 ``torch.cuda.mem_get_info`` for a CUDA state, the kernel's ``MemAvailable`` otherwise.
 
 **Report.** The choice is written to ``stats.adjoint`` (``pyjode.Stats``), to the instance's ``choice``,
-``estimates`` (bytes) and ``costs`` (predicted evaluations) attributes, and to the ``pyjode`` logger at
-DEBUG level with both behind it.
+``estimates`` (bytes), ``costs`` (predicted evaluations), ``measured`` (seconds per forward evaluation,
+once measured) and ``measuring`` (whether this solve was a timed try) attributes, and to the ``pyjode``
+logger at DEBUG level with the reasons behind it.
 """
 
 from __future__ import annotations
@@ -68,11 +81,13 @@ from __future__ import annotations
 import logging
 import math
 import weakref
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from ..reversible import Reversible
+from .auto_trials import Trials, timed
 from .base import GradientMethod, SolveSpec
 from .checkpointed import Checkpointed
 from .direct import Direct
@@ -84,6 +99,7 @@ logger = logging.getLogger("pyjode")
 # Per field (weakly): {(shape, dtype, device): activation bytes} and {(shape, dtype, device, method): record}
 _ACTIVATIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _HISTORY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_TRIALS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # {history key: Trials}
 
 
 def _per_field(table, func) -> Optional[dict]:
@@ -134,11 +150,15 @@ class Auto(GradientMethod):
     Args:
         memory_budget: bytes the gradient may use; default ``budget_fraction`` of the free memory.
         budget_fraction: the share of free memory used when ``memory_budget`` is not given.
+        trials: how many gradients of each close contender are timed before the fastest is kept; 0 goes
+            by the predicted times alone.
     """
 
     name = "auto"
+    close = 2.0  # contenders: predicted within this factor of the fastest that fits ...
+    most_measured = 3  # ... at most this many of them
 
-    def __init__(self, memory_budget: Optional[int] = None, budget_fraction: float = 0.5):
+    def __init__(self, memory_budget: Optional[int] = None, budget_fraction: float = 0.5, trials: int = 3):
         if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int)
                                           or memory_budget <= 0):
             raise ValueError(f"memory_budget must be a positive number of bytes (an int) or None, "
@@ -146,10 +166,14 @@ class Auto(GradientMethod):
         if isinstance(budget_fraction, bool) or not isinstance(budget_fraction, (int, float)) \
                 or not 0 < budget_fraction <= 1:
             raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction!r}")
-        self.memory_budget, self.budget_fraction = memory_budget, float(budget_fraction)
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
+            raise ValueError(f"trials must be a non-negative int (0: choose by predicted time alone), got {trials!r}")
+        self.memory_budget, self.budget_fraction, self.trials = memory_budget, float(budget_fraction), trials
         self.choice: Optional[GradientMethod] = None
+        self.measuring = False  # whether the last solve was one of the timed tries
         self.estimates: Dict[str, int] = {}  # bytes per candidate, of the last choice
         self.costs: Dict[str, int] = {}  # predicted field evaluations per candidate, of the last choice
+        self.measured: Dict[str, float] = {}  # seconds per forward evaluation, of the last measured choice
 
     def check_method(self, method) -> None:
         Checkpointed().check_method(method)
@@ -159,17 +183,51 @@ class Auto(GradientMethod):
             return self.memory_budget
         return int(self.budget_fraction * free_memory(like.device))
 
-    def choose(self, spec: SolveSpec) -> Tuple[GradientMethod, str]:
-        """The method for this solve, and why."""
+    def choose(self, spec: SolveSpec) -> Tuple[GradientMethod, str, Optional[Callable[[float], None]]]:
+        """The method for this solve, why, and where to report its measured time (None: not measured)."""
         if not torch.is_grad_enabled():
-            return Direct(), "no gradient wanted"
+            return Direct(), "no gradient wanted", None
         if spec.t.requires_grad:
-            return Direct(), "time gradients (only direct differentiates the step times of t)"
+            return Direct(), "time gradients (only direct differentiates the step times of t)", None
         y0, key = spec.y0, _history_key(spec)
         history = _per_field(_HISTORY, spec.func)
         record = None if history is None else history.get(key)
         if record is None:
-            return Checkpointed(), "first solve of this field: its graph-free forward pass counts the steps"
+            return Checkpointed(), "first solve of this field: its graph-free forward pass counts the steps", None
+        budget = self.budget(y0)
+        candidates = self._candidates(spec, key, record, budget)
+        self.estimates = {c.label: c.need for c in candidates}
+        self.costs = {c.label: c.cost for c in candidates}
+        fitting = [c for c in sorted(candidates, key=lambda c: c.cost) if c.need <= budget]  # stable sort
+        if not fitting:
+            c = min(candidates, key=lambda c: c.need)
+            return c.method, f"nothing fits the {budget}-byte budget; {c.label} needs least (estimated {c.need} " \
+                             f"bytes)", None
+        contenders = [c for c in fitting if c.cost <= self.close * fitting[0].cost][:self.most_measured]
+        trials = self._trials(spec, key, record[0]) if self.trials and len(contenders) > 1 else None
+        if trials is not None:
+            kinds = [c.kind for c in contenders]
+            by_kind = {c.kind: c for c in contenders}
+            kind = trials.next(kinds, self.trials)
+            if kind is not None:
+                c = by_kind[kind]
+                return c.method, (f"measuring {c.label} (its try {trials.attempts.get(kind, 0) + 1} of "
+                                  f"{self.trials}; contenders {kinds}, predicted within {self.close}x of the "
+                                  f"fastest that fits)"), trials.start(kind)
+            kind = trials.best(kinds)
+            if kind is not None:
+                self.measured = {k: trials.score(k) for k in kinds if trials.scores.get(k)}
+                c = by_kind[kind]
+                return c.method, (f"{c.label} measured fastest of {kinds} (seconds per forward evaluation "
+                                  f"{self.measured}); estimated {c.need} bytes of a {budget}-byte budget"), None
+        c = fitting[0]
+        return c.method, (f"{c.label} is the fastest that fits (predicted {c.cost} evaluations): estimated "
+                          f"{c.need} bytes of a {budget}-byte budget"), None
+
+    def _candidates(self, spec: SolveSpec, key: tuple, record: tuple, budget: int) -> List["_Candidate"]:
+        """Every candidate with its estimated memory (bytes) and predicted time (field evaluations), in the
+        tie-breaking order of the module docstring."""
+        y0 = spec.y0
         steps, evals, nfe = record
         acts = _per_field(_ACTIVATIONS, spec.func)
         akey = key[:3]  # shape, dtype, device
@@ -185,51 +243,64 @@ class Auto(GradientMethod):
         per_eval = a + 2 * x
         one_step = evals * per_eval
         c = max(2, math.ceil(2 * math.sqrt(max(steps, 1))))
-        budget = self.budget(y0)
         accepted = steps * evals  # A: evaluations of the accepted steps
-        grads = 2 * sum(p.numel() * p.element_size() for p in spec.params)  # 2P: the gradient and one VJP
+        p_bytes = sum(p.numel() * p.element_size() for p in spec.params)
+        from .backsolve import Backsolve
         from .quadrature import Quadrature
         from .reversible import ReversibleAdjoint
 
-        # (label, method, memory in bytes, time in field evaluations), in the tie-breaking order
         candidates = [
-            ("direct", Direct(), steps * one_step + n_out * x, nfe + 2 * accepted),
-            ("checkpointed", Checkpointed(), 2 * steps * x + one_step + n_out * x, nfe + 3 * accepted),
-            (f"checkpointed(checkpoints={c})", Checkpointed(checkpoints=c),
-             int((c + 2 * steps / c) * 2 * x) + one_step + n_out * x, nfe + 4 * accepted),
+            _Candidate("direct", Direct(), steps * one_step + n_out * x, nfe + 2 * accepted),
+            _Candidate("checkpointed", Checkpointed(), 2 * steps * x + one_step + n_out * x, nfe + 3 * accepted),
+            _Candidate("bounded", Checkpointed(checkpoints=c), int((c + 2 * steps / c) * 2 * x) + one_step + n_out * x,
+                       nfe + 4 * accepted),
         ]
         if isinstance(spec.method, Reversible):
-            candidates.append(("reversible", ReversibleAdjoint(), 2 * evals * per_eval + n_out * x,
-                               nfe + 4 * accepted))
-        else:
+            candidates.append(_Candidate("reversible", ReversibleAdjoint(), 2 * evals * per_eval + n_out * x,
+                                         nfe + 4 * accepted))
+        elif _accepts(Quadrature(), spec.method):
             most = max(1, 2 ** 14 // max(y0.numel(), 1))  # Quadrature's own bound on nodes per call
-            k = max(1, min(most, int((budget - 4 * n_out * x - grads) // max(a, 1)) - 2))
+            k = max(1, min(most, int((budget - 4 * n_out * x - 2 * p_bytes) // max(a, 1)) - 2))
             backward = max(accepted, (n_out - 1) * (evals + 3))
             nodes = backward * _nodes_per_step(spec.method) / max(evals, 1)
             # when the budget does not bind, Quadrature's default also caps a call's activations by the
             # parameters' size
             quad = Quadrature(max_nodes_per_call=k if k < most else None)
-            candidates.append((_label(quad), quad, (k + 2) * a + 4 * n_out * x, nfe + 2 * backward + nodes))
-        candidates = [(label, method, int(need + grads), int(cost)) for label, method, need, cost in candidates]
-        self.estimates = {label: need for label, _, need, _ in candidates}
-        self.costs = {label: cost for label, _, _, cost in candidates}
-        for label, method, need, cost in sorted(candidates, key=lambda c: c[3]):  # stable: ties keep the order
-            if need <= budget:
-                return method, (f"{label} is the fastest that fits (predicted {cost} evaluations): estimated "
-                                f"{need} bytes of a {budget}-byte budget")
-        label, method, need, _ = min(candidates, key=lambda c: c[2])
-        return method, f"nothing fits the {budget}-byte budget; {label} needs least (estimated {need} bytes)"
+            candidates.append(_Candidate("quadrature", quad, (k + 2) * a + 4 * n_out * x, nfe + 2 * backward + nodes))
+            # the augmented state [y, a, a_θ] of z bytes; the stepper's stages and temporaries hold about
+            # (2 s + 9) of them (s stages; measured 17 z for bosh3, 23 z for dopri5, 37 z for dopri8)
+            z = 2 * x + p_bytes
+            stages = len(getattr(spec.method, "c", ())) or 4
+            candidates.append(_Candidate("backsolve", Backsolve(), (2 * stages + 9) * z + per_eval + n_out * x,
+                                         nfe + 3 * backward))
+        # every method holds the parameters' gradient and the VJP being added into it at its peak
+        for cand in candidates:
+            cand.need, cand.cost = int(cand.need + 2 * p_bytes), int(cand.cost)
+        return candidates
+
+    def _trials(self, spec: SolveSpec, key: tuple, steps: int) -> Optional[Trials]:
+        table = _per_field(_TRIALS, spec.func)
+        if table is None:
+            return None
+        trials = table.get(key)
+        if trials is None or trials.stale(steps):
+            trials = table[key] = Trials(steps)
+        return trials
 
     def solve(self, spec: SolveSpec) -> torch.Tensor:
-        method, why = self.choose(spec)
+        method, why, report = self.choose(spec)
         method.check_method(spec.method)
         self.choice = method
+        self.measuring = report is not None
         name = _label(method)
         logger.debug("adjoint='auto' chose %s: %s; memory estimates %s, predicted evaluations %s", name, why,
                      self.estimates, self.costs)
         stats = spec.stats
         before = (stats.nfe_forward, stats.steps_forward, stats.rejected_forward)
-        ys = method.solve(spec)
+        if report is None:
+            ys = method.solve(spec)
+        else:
+            ys = timed(lambda: method.solve(spec), spec.y0.device, lambda: stats.nfe_forward - before[0], report)
         stats.adjoint = name
         steps = stats.steps_forward - before[1]
         history = _per_field(_HISTORY, spec.func)
@@ -241,7 +312,28 @@ class Auto(GradientMethod):
         return ys
 
     def __repr__(self) -> str:
-        return f"pyjode.Auto(memory_budget={self.memory_budget}, budget_fraction={self.budget_fraction})"
+        return (f"pyjode.Auto(memory_budget={self.memory_budget}, budget_fraction={self.budget_fraction}, "
+                f"trials={self.trials})")
+
+
+@dataclass
+class _Candidate:
+    kind: str  # what the measurements are kept under (the label's k or c may change with the budget)
+    method: GradientMethod
+    need: int  # estimated peak memory, bytes
+    cost: float  # predicted time, field evaluations
+
+    @property
+    def label(self) -> str:
+        return _label(self.method)
+
+
+def _accepts(adjoint: GradientMethod, method) -> bool:
+    try:
+        adjoint.check_method(method)
+    except ValueError:
+        return False
+    return True
 
 
 def _nodes_per_step(method) -> int:

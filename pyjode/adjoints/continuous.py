@@ -12,7 +12,7 @@ where a(t_0^+) excludes the direct dL/dy_0 term. The time gradients follow from 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
