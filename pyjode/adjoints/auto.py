@@ -151,7 +151,9 @@ class Auto(GradientMethod):
         memory_budget: bytes the gradient may use; default ``budget_fraction`` of the free memory.
         budget_fraction: the share of free memory used when ``memory_budget`` is not given.
         trials: how many gradients of each close contender are timed before the fastest is kept; 0 goes
-            by the predicted times alone.
+            by the predicted times alone. A timed choice depends on the machine and its load, so two runs
+            may choose differently (their gradients then differ within the methods' tolerances, as any two
+            methods' do); ``trials=0`` makes the choice a function of the problem alone.
     """
 
     name = "auto"
