@@ -175,7 +175,7 @@ class Auto(GradientMethod):
         self.measuring = False  # whether the last solve was one of the timed tries
         self.estimates: Dict[str, int] = {}  # bytes per candidate, of the last choice
         self.costs: Dict[str, int] = {}  # predicted field evaluations per candidate, of the last choice
-        self.measured: Dict[str, float] = {}  # seconds per forward evaluation, of the last measured choice
+        self.measured: Dict[str, float] = {}  # seconds per forward evaluation, when the last choice was measured
 
     def check_method(self, method) -> None:
         Checkpointed().check_method(method)
@@ -187,6 +187,7 @@ class Auto(GradientMethod):
 
     def choose(self, spec: SolveSpec) -> Tuple[GradientMethod, str, Optional[Callable[[float], None]]]:
         """The method for this solve, why, and where to report its measured time (None: not measured)."""
+        self.measured = {}
         if not torch.is_grad_enabled():
             return Direct(), "no gradient wanted", None
         if spec.t.requires_grad:
