@@ -437,7 +437,9 @@ def bench(name: str, args, tmp: str) -> None:
                         repeats=args.repeats, warmup=0)
     nan = dict(peak_mb=float("nan"), peak2_mb=float("nan"))
     mem = {n: (nan if args.no_memory else run_probe(name, n, weights)) for n in methods}
-    curves = {n: train_curve(name, n, args.iters, weights) for n in TRAINED if n in methods} if args.iters else {}
+    # auto's curve includes its first solve and timed tries, during which it changes method
+    curves = {n: train_curve(name, n, args.iters, weights) for n in methods
+              if n in TRAINED or n == tight} if args.iters else {}
 
     td = times["td direct"]
     print(f"\n### {name} ({sum(p.numel() for p in work.func.parameters()) / 1e6:.3f} M field parameters)\n")
