@@ -150,8 +150,8 @@ class Auto(GradientMethod):
     Args:
         memory_budget: bytes the gradient may use; default ``budget_fraction`` of the free memory.
         budget_fraction: the share of free memory used when ``memory_budget`` is not given.
-        trials: how many gradients of each close contender are timed before the fastest is kept; 0 goes
-            by the predicted times alone.
+        trials: how many gradients of each close contender (predicted within 2x of the fastest, at most
+            three) are timed before the fastest is kept (default 3); 0 goes by the predicted times alone.
     """
 
     name = "auto"
