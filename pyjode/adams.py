@@ -46,16 +46,22 @@ def _weights(nodes: tuple) -> np.ndarray:
 
 class Adams:
     """Adams–Bashforth (``implicit=False``) or Adams–Bashforth–Moulton (``implicit=True``), a fixed-step
-    multistep method for :func:`pyjode.solve`.
+    multistep method for :func:`pyjode.solve`:
+
+        y_{n+1} = y_n + h Σ_j β_j f(t_{n-j}, y_{n-j}),
+
+    with the weights β_j of the actual past step times (see the module docstring; Hairer, Nørsett &
+    Wanner, *Solving ODEs I*, §III.1).
 
     Args:
-        implicit: correct each Bashforth prediction with the Moulton formula (functional iteration).
+        implicit: correct each Bashforth prediction with the Moulton formula (functional iteration);
+            default ``False``.
         max_order: the history holds up to ``max_order - 1`` past slopes (default 12, as torchdiffeq);
             at least 4. The stability region of Adams–Bashforth shrinks fast with the number of steps
             (AB4 is stable for h λ in about [-0.3, 0], AB11 for a far smaller interval): for a field with
             strongly negative eigenvalues choose ``max_order=5`` or a Runge–Kutta method.
-        max_iters: corrector iterations per step (implicit only).
-        rtol, atol: convergence test of the corrector iteration.
+        max_iters: corrector iterations per step (implicit only; default 4).
+        rtol, atol: convergence test of the corrector iteration (defaults 1e-7 and 1e-9).
     """
 
     adaptive = False

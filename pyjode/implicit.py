@@ -84,19 +84,26 @@ IMPLICIT_METHODS = tuple(IMPLICIT_TABLEAUS)
 
 
 class Implicit:
-    """An implicit Runge–Kutta method for stiff problems (see the module docstring).
+    """An implicit Runge–Kutta method for stiff problems (see the module docstring): the stages solve
+
+        Z_i = h Σ_j a_ij f(t + c_j h, y + Z_j),   y_1 = y + h Σ_i b_i f(t + c_i h, y + Z_i),
+
+    by simplified Newton iterations with the matrix ``I - h A ⊗ J`` (Hairer & Wanner, *Solving ODEs II*,
+    §IV.8).
 
     Args:
-        method: a name from ``IMPLICIT_METHODS`` or an :class:`~pyjode.implicit_tableau.ImplicitTableau`.
+        method: a name from ``IMPLICIT_METHODS`` or an :class:`~pyjode.implicit_tableau.ImplicitTableau`
+            (default ``"kvaerno5"``).
         jacobian: ``"full"`` (default): the Jacobian of the whole flattened state. ``"batch"``: the
             per-sample ``(d x d)`` Jacobians of a field whose samples along ``y``'s first dimension are
             independent (a batch of separate problems): ``d`` vector-Jacobian products and ``B`` small
             factorisations instead of an ``(B d)^2`` matrix. Wrong when samples interact.
         adaptive: ``None`` uses the error estimate when the method has one; ``False`` makes an adaptive
             method fixed-step (it then needs ``step_size``).
-        max_iters: Newton iterations per stage before the attempt counts as failed.
-        kappa: the convergence tolerance, as a fraction of the solve's error tolerance.
-        recompute_above: contraction rate above which the Jacobian is evaluated afresh at the next step.
+        max_iters: Newton iterations per stage before the attempt counts as failed (default 10).
+        kappa: the convergence tolerance, as a fraction of the solve's error tolerance (default 0.01).
+        recompute_above: contraction rate above which the Jacobian is evaluated afresh at the next step
+            (default 0.1).
         keep_step: when the controller proposes to grow an accepted step by a factor in ``[1, keep_step]``
             and the Jacobian is kept, the next step keeps the size of this one, so the factorised Newton
             matrices are reused (Hairer & Wanner's RADAU5 and scipy's Radau use ``1.2``). The default ``1``

@@ -183,7 +183,12 @@ def reverse_sweep(base, field, coupling: float, y: torch.Tensor, z: torch.Tensor
 
 
 class Reversible:
-    """McCallum–Foster algebraically reversible wrapper of an explicit Runge–Kutta method.
+    """McCallum–Foster algebraically reversible wrapper of an explicit Runge–Kutta method (McCallum & Foster,
+    arXiv 2410.11648, §3). With the base step ``Phi_h`` and ``z_0 = y_0``:
+
+        y_{n+1} = lambda (y_n - z_n) + Phi_h(t_n, z_n),    z_{n+1} = z_n + y_{n+1} - Phi_{-h}(t_{n+1}, y_{n+1}),
+
+    which the backward pass inverts exactly (module docstring).
 
     Pass it as ``method=`` to :func:`pyjode.odeint`. With ``adjoint="reversible"`` the gradient is the
     exact gradient of this discretisation, computed backwards in O(1) memory in the number of steps by
@@ -196,7 +201,7 @@ class Reversible:
             :class:`pyjode.ButcherTableau`. Fixed-step bases take ``step_size`` (without it they step on the
             output times); adaptive bases choose their steps from the embedded error estimate of the
             backward base step.
-        coupling: lambda in (0, 1].
+        coupling: lambda in (0, 1] (default 0.999).
 
     Choosing ``coupling``: two effects pull in opposite directions.
 

@@ -31,7 +31,9 @@ SOLVERS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 
 class ScipySolver:
     """``scipy.integrate.solve_ivp`` with ``method=solver`` (one of ``"RK45" "RK23" "DOP853" "Radau"
-    "BDF" "LSODA"``)."""
+    "BDF" "LSODA"``; default ``"LSODA"``), at the solve's ``rtol`` and ``atol``, as ``method=`` of
+    :func:`pyjode.odeint`. SciPy integrates in float64 NumPy, so the forward solve has no autograd graph:
+    take gradients with ``adjoint="backsolve"`` (whose backward solve also runs on this method)."""
 
     adaptive = True
     interp = None

@@ -59,19 +59,20 @@ def solve(
         y0: initial state of any shape; leading dimensions are batch (one step size for all, unless
             ``per_sample``).
         t: 1-D, strictly increasing or strictly decreasing output times; ``t[0]`` is the initial time.
-        method: fixed-step ``"euler" "midpoint" "heun" "heun2" "heun3" "rk4"``, adaptive ``"adaptive_heun"
-            "fehlberg2" "bosh3" "dopri5" "tsit5" "dopri8"``, a :class:`pyjode.ButcherTableau`,
-            ``pyjode.Reversible(base)``, ``pyjode.Adams(...)`` or ``pyjode.ScipySolver(...)``; for stiff
+        method: fixed-step ``"euler" "midpoint" "heun" "heun2" "heun3" "rk4" "rk4_38"``, adaptive
+            ``"adaptive_heun" "fehlberg2" "bosh3" "dopri5" "tsit5" "dopri8"`` (default ``"dopri5"``), a
+            :class:`pyjode.ButcherTableau`, ``pyjode.Reversible(base)``, ``pyjode.Adams(...)`` or
+            ``pyjode.ScipySolver(...)``; for stiff
             problems the implicit ``"kvaerno3" "kvaerno4" "kvaerno5" "radauIIA5"`` (adaptive),
             ``"implicit_euler" "implicit_midpoint" "trapezoid" "radauIIA3" "gl4" "gl6" "sdirk2" "trbdf2"``
             (fixed-step), or ``pyjode.Implicit(name, jacobian="batch")``.
-        rtol, atol: relative and absolute tolerances of adaptive methods.
+        rtol, atol: relative and absolute tolerances of adaptive methods (defaults 1e-7 and 1e-9).
         step_size: step of fixed-step methods (each output interval is split into equal steps no
             longer than this; without it a fixed-step method steps from output time to output time,
             landing on ``step_ts`` too); for adaptive methods, an optional first step.
         max_steps: cap on attempted steps, after which a ``RuntimeError`` is raised
             (default 100 000 for adaptive methods).
-        adjoint: how gradients are computed: ``"direct"`` (backprop through the solver),
+        adjoint: how gradients are computed: ``"direct"`` (the default: backprop through the solver),
             ``"checkpointed"`` (the same gradient from stored states, one step recomputed at a time),
             ``"backsolve"``, ``"quadrature"``, ``"reversible"``, ``"auto"`` (the fastest that fits a memory
             budget, see :class:`pyjode.Auto`), or an instance such as ``pyjode.Quadrature(...)``.

@@ -26,7 +26,16 @@ _NAMES = ("callback_step", "callback_accept_step", "callback_reject_step")
 
 @dataclass(frozen=True)
 class StepCallbacks:
-    """The forward and backward step callbacks of one solve (any of them ``None``)."""
+    """The forward and backward step callbacks of one solve (any of them ``None``).
+
+    Attributes:
+        on_step: ``on_step(t0, y0, dt)`` before every attempted step (the field's ``callback_step``).
+        on_accept, on_reject: ``(t0, y0, dt)`` after an adaptive step's error test
+            (``callback_accept_step``, ``callback_reject_step``).
+        adjoint: the callbacks of a continuous adjoint's backward solve (the ``_adjoint`` forms).
+
+    Built from a field by :meth:`from_func`; carried by :class:`pyjode.StepControl` as ``callbacks``.
+    """
 
     on_step: Optional[Callable] = None
     on_accept: Optional[Callable] = None

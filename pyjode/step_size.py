@@ -48,6 +48,11 @@ class PIController:
     max(factor_min, safety * r_n^(-1/k)). At a steady state the accepted error ratio settles at
     safety^(1/(1/k - 1.75 beta)) (about 0.45 for dopri5): a PI controller with a weaker integral gain
     settles lower and takes needlessly many steps.
+
+    Args:
+        safety: the safety factor (default 0.9).
+        beta: the integral gain (default 0.04; 0 gives the classic I controller, as torchdiffeq's).
+        factor_min, factor_max: bounds of the factor by which one step may change h (defaults 0.2, 10).
     """
 
     safety: float = 0.9

@@ -44,7 +44,9 @@ def check_stages(name: str, c: np.ndarray, a: np.ndarray, b: np.ndarray, tol: fl
 
 @dataclass(frozen=True, eq=False)
 class ButcherTableau:
-    """An explicit Runge–Kutta method.
+    """An explicit Runge–Kutta method: with ``k_i = f(t + c_i h, y + h Σ_{j<i} a_ij k_j)``, a step is
+    ``y_1 = y + h Σ_i b_i k_i`` and, for adaptive methods, its error estimate ``h Σ_i (b_i - b̂_i) k_i``
+    (Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.1, §II.4).
 
     Args:
         name: the method's name.

@@ -90,7 +90,12 @@ def _step(func: Field, t: torch.Tensor, y: torch.Tensor, h: _StepSize, order: in
 class MidpointNet(nn.Module):
     """Default Gamma_phi: an MLP of (y, dt) giving a per-component gain and a time offset, both in units
     of dt. Output weights start uniform in +-1e-4 and biases at zero, so xi starts at y (as in the paper's
-    code)."""
+    code).
+
+    Args:
+        dim: the size of the state's last axis.
+        hidden: the width of the hidden layer (default 32).
+    """
 
     def __init__(self, dim: int, hidden: int = 32):
         super().__init__()
@@ -113,18 +118,26 @@ class MidpointNet(nn.Module):
 
 class TaylorLagrange(nn.Module):
     """Integrate ``dy/dt = func(t, y)`` over ``[t0, t1]`` in ``steps`` equal Taylor–Lagrange steps of order
-    ``order``.
+    ``order`` (Djeumou et al. 2022; module docstring):
+
+        y_{n+1} = sum_{i=0}^{p} dt^i y_i(t_n, y_n) + dt^{p+1} y_{p+1}(xi_t, xi_y),
+
+    with ``y_i`` the normalised Taylor coefficients and the midpoint ``xi`` placed by ``midpoint``.
+    ``tl(y0, t0=0.0, t1=1.0)`` returns y(t1).
 
     Args:
         func: the vector field ``func(t, y)``, traceable by ``pyjode.taylor_coefficients``.
-        order: Taylor order p of each step; the remainder adds order p + 1 at the learned midpoint.
-        steps: number of equal steps.
+        order: Taylor order p of each step (default 1); the remainder adds order p + 1 at the learned
+            midpoint.
+        steps: number of equal steps (default 2).
         midpoint: ``midpoint(y, dt) -> (gamma_y, gamma_t)``; by default a :class:`MidpointNet` of width
             ``dim``, the size of the state's last axis.
-        dim, hidden: size of the default midpoint network. Without ``dim`` the network is built on the first
-            call, from that state's last axis, dtype and device (as ``torch.nn.LazyLinear`` does): make that
-            call (or pass ``dim``) before handing ``parameters()`` to an optimiser.
-        remainder: ``False`` drops the remainder (the truncated Taylor integrator) and the midpoint.
+        dim, hidden: size of the default midpoint network (``hidden`` default 32). Without ``dim`` the
+            network is built on the first call, from that state's last axis, dtype and device (as
+            ``torch.nn.LazyLinear`` does): make that call (or pass ``dim``) before handing ``parameters()``
+            to an optimiser.
+        remainder: ``True`` (default) adds the learned remainder; ``False`` drops the remainder (the
+            truncated Taylor integrator) and the midpoint.
 
     After each call, ``self.remainders`` holds the remainder of each step (for the penalty,
     :meth:`remainder_penalty`), and ``self.last_y0``, ``self.last_span`` the detached input and interval.
@@ -310,7 +323,16 @@ def fit_midpoint(
     """Fit the midpoint network phi to an accurate adaptive solve with the dynamics frozen: ``iters``
     optimiser steps on ``mean |TL(y0) - odeint(func, y0, [t0, t1], method="dopri5")|`` (the paper's L1
     objective; its default tolerance 1.4e-8 is the paper's). The accurate solve runs once per call, since
-    the dynamics do not change during the fit. Returns the loss before each step."""
+    the dynamics do not change during the fit. Returns the loss before each step.
+
+    Args:
+        integrator: the :class:`TaylorLagrange` whose midpoint is fitted.
+        y0, t0, t1: the initial states and the interval (defaults 0 and 1).
+        iters: optimiser steps (default 20).
+        lr: learning rate of the default optimiser, Adam over the midpoint's parameters (default 1e-2).
+        optimizer: an optimiser over the midpoint's parameters, used instead (keeps its state across calls).
+        rtol, atol: tolerances of the dopri5 reference solve (default 1.4e-8 each).
+    """
     from .odeint import odeint  # deferred: odeint's package imports this module
 
     params = _midpoint_parameters(integrator)
@@ -343,7 +365,12 @@ def train_alternating(
     dynamics (and any pre/post network) parameters, never the midpoint's. Each batch ``(x, target)`` takes
     one step on ``loss_fn(model(x), target) + remainder_weight * integrator.remainder_penalty()``; every
     ``midpoint_every`` batches, starting with the first, :func:`fit_midpoint` runs ``midpoint_iters`` steps
-    on that batch's integrator input. Returns the task loss of each batch."""
+    on that batch's integrator input. Returns the task loss of each batch.
+
+    Defaults: ``remainder_weight=1.0``, ``midpoint_every=50``, ``midpoint_iters=20`` (0: never fit the
+    midpoint), ``midpoint_optimizer`` Adam over the midpoint's parameters at ``midpoint_lr=1e-2``, and the
+    reference solve's ``rtol = atol = 1.4e-8``.
+    """
     if midpoint_every < 1 or midpoint_iters < 0:
         raise ValueError("midpoint_every must be >= 1 and midpoint_iters >= 0")
     mid_params = _midpoint_parameters(integrator)

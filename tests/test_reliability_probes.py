@@ -188,11 +188,15 @@ def test_jacobian_through_an_adjoint(name):
     torch.testing.assert_close(J, torch.linalg.matrix_exp(1.3 * A), rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", [*sorted(CONTINUOUS), "reversible"])
+@pytest.mark.parametrize("name", [*sorted(CONTINUOUS), "reversible", "checkpointed", "checkpointed_bounded"])
 def test_double_backward_refused_by_name(name):
     A, y0, t, w = linear_problem()
-    kw = (dict(method=pyjode.Reversible("rk4"), step_size=0.05, adjoint="reversible") if name == "reversible"
-          else dict(adjoint=CONTINUOUS[name]()))
+    if name == "reversible":
+        kw = dict(method=pyjode.Reversible("rk4"), step_size=0.05, adjoint="reversible")
+    elif name.startswith("checkpointed"):
+        kw = dict(adjoint=pyjode.Checkpointed(3 if name.endswith("bounded") else None))
+    else:
+        kw = dict(adjoint=CONTINUOUS[name]())
     ys = pyjode.odeint(_linear_field(A), y0, t, adjoint_params=(A,), **kw)
     loss = (ys * w).sum()
     # the first derivative may be taken with create_graph=True (torchdiffeq's and torchsde's users do) and is

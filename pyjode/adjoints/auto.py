@@ -150,10 +150,11 @@ class Auto(GradientMethod):
     Args:
         memory_budget: bytes the gradient may use; default ``budget_fraction`` of the free memory.
         budget_fraction: the share of free memory used when ``memory_budget`` is not given.
-        trials: how many gradients of each close contender are timed before the fastest is kept; 0 goes
-            by the predicted times alone. A timed choice depends on the machine and its load, so two runs
-            may choose differently (their gradients then differ within the methods' tolerances, as any two
-            methods' do); ``trials=0`` makes the choice a function of the problem alone.
+        trials: how many gradients of each close contender (predicted within 2x of the fastest, at most
+            three) are timed before the fastest is kept (default 3); 0 goes by the predicted times alone. A
+            timed choice depends on the machine and its load, so two runs may choose differently (their
+            gradients then differ within the methods' tolerances, as any two methods' do); ``trials=0``
+            makes the choice a function of the problem alone.
     """
 
     name = "auto"

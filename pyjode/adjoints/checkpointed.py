@@ -46,6 +46,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from ..integrate import Counter, CountingField, integrate
+from ..errors import refuse_double_backward
 from ..reversible import Reversible
 from ..stepper import Stepper
 from ..tableau import ButcherTableau
@@ -165,9 +166,6 @@ class _CheckpointedFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys):
-        if torch.is_grad_enabled():
-            raise RuntimeError("adjoint='checkpointed' gives first-order gradients only: it does not support "
-                               "create_graph=True (higher-order gradients); use adjoint='direct' for those")
         y0, *flat = ctx.saved_tensors
         states, it = {}, iter(flat)
         for k, is_tuple, present in ctx.layout:
@@ -182,7 +180,9 @@ class _CheckpointedFunction(torch.autograd.Function):
         grad_y0 = _backward_sweep(ctx.stepper, field, spec.params, y0, ctx.t_init, ctx.steps, states, ctx.stride,
                                   grad_ys, counter, grad_params, sink)
         record_backward(spec.stats, counter)
-        return (None, None, grad_y0, *grad_params)
+        # Each step's VJP is taken without a graph: under create_graph=True the first derivative is right, and
+        # a second derivative through it is refused by name rather than silently missing terms.
+        return (None, None, *refuse_double_backward("checkpointed", "", (grad_y0, *grad_params), (y0, *spec.params)))
 
 
 def _output_slots(steps: List[StepRecord]) -> List[Tuple[int, int, bool]]:
@@ -277,8 +277,9 @@ class Checkpointed(GradientMethod):
     Works with every explicit Runge–Kutta method (fixed-step or adaptive, with or without dense output)
     and with :class:`pyjode.Reversible`. Gradients flow to ``y0`` and to the parameters
     (``adjoint_params``, or ``func.parameters()``), not to ``t``: detach ``t`` or use
-    ``adjoint="direct"`` for time gradients. Higher-order gradients (``create_graph=True``) are not
-    supported; use ``adjoint="direct"``.
+    ``adjoint="direct"`` for time gradients. A first derivative may be taken with ``create_graph=True``;
+    differentiating it again raises :class:`pyjode.DoubleBackwardError` (use ``adjoint="direct"`` for
+    second derivatives such as a gradient penalty).
 
     Args:
         checkpoints: ``None`` (default) keeps every accepted step's start state, the fastest choice;

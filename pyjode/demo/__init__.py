@@ -1,4 +1,4 @@
-"""``make demo``: train small continuous-time models with every pyjode gradient method.
+"""``make demo``: train small continuous-time models with the main pyjode gradient methods.
 
 Run ``python -m pyjode.demo [--quick] [--out DIR] [--only SECTION ...]``.
 """

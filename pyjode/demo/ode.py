@@ -1,4 +1,4 @@
-"""Neural ODE on a spiral: every gradient method side by side (time/iter, backward NFE, peak memory).
+"""Neural ODE on a spiral: direct, continuous-adjoint and reversible gradients side by side (time, NFE, memory).
 
 The data are trajectories of the cubic spiral y' = (y ** 3) A, A = [[-0.1, 2], [-2, -0.1]], generated here.
 Each method trains the same MLP vector field from the same initial weights on the same mini-batches of

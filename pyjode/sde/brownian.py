@@ -29,7 +29,16 @@ class BrownianPath:
     """Brownian motion on [t0, t1] with values of the given `shape`, reproducible from `seed`.
 
     `bm(ta, tb)` returns W(tb) - W(ta); `bm(t)` returns W(t) (W(t0) = 0). `values(times)` and
-    `increments(times)` evaluate many times in one vectorised pass.
+    `increments(times)` evaluate many times in one vectorised pass. Midpoints come from the Brownian
+    bridge, W((a+b)/2) = (W(a) + W(b))/2 + sqrt((b - a)/4) xi (module docstring), so any queries, in any
+    order, give the same path.
+
+    Args:
+        t0, t1: the interval (t0 < t1).
+        shape: the shape of W(t).
+        seed: the path is a pure function of it (default 0).
+        dtype, device: of the values (default: torch's default dtype, the CPU).
+        depth: query times are rounded to the dyadic grid of spacing (t1 - t0) * 2**-depth (default 32).
     """
 
     def __init__(self, t0: float, t1: float, shape: Sequence[int] | torch.Size, seed: int = 0,

@@ -32,7 +32,7 @@ def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method="
 
     `sde` follows torchsde: methods f(t, y), g(t, y) (optionally f_and_g), and attributes
     `noise_type` ("diagonal" "scalar" "additive" "general") and `sde_type` ("ito"
-    "stratonovich"). Methods: "euler" and "milstein" (Itô), "heun", "midpoint" and
+    "stratonovich"). Methods: "euler" and "milstein" (Itô), "heun" (the default), "midpoint" and
     "reversible_heun" (Stratonovich); additive noise fits all of them; and
     `pyjode.Reversible("heun")` or `pyjode.Reversible("midpoint")`, McCallum & Foster's
     algebraically reversible wrapper over a Stratonovich base (two base steps per step). `bm` is a
@@ -40,10 +40,11 @@ def sdeint(sde, y0: torch.Tensor, t: torch.Tensor | Sequence[float], *, method="
     fresh noise is drawn. Steps end exactly on every output time; between outputs they lie on the
     path's dyadic grid of spacing <= dt, on the multiples of dt when bm is None (the noise is then
     drawn for that grid alone, seeded from torch's global generator), or are equal steps <= dt for
-    other Brownian objects. adjoint="reversible" (with method="reversible_heun" or a
-    `pyjode.Reversible`) gives exact gradients of the discrete solution in O(1) memory in the
-    number of steps. `stats` (e.g. pyjode.Stats()) accumulates, as in `odeint`: nfe_forward,
-    steps_forward and, after backward, nfe_backward, steps_backward; one nfe is one evaluation of
+    other Brownian objects. adjoint="direct" (the default) backpropagates through the steps;
+    adjoint="reversible" (with method="reversible_heun" or a `pyjode.Reversible`) gives the same
+    exact gradients of the discrete solution in O(1) memory in the number of steps, for `y0` and
+    `adjoint_params` (default: the parameters of `sde` when it is an nn.Module). `stats` (e.g.
+    pyjode.Stats()) accumulates, as in `odeint`: nfe_forward, steps_forward and, after backward, nfe_backward, steps_backward; one nfe is one evaluation of
     the drift (`f` or `f_and_g`), counted as it happens, including the first one that checks shapes.
 
     Returns a tensor of shape (len(t), *y0.shape).

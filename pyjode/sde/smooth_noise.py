@@ -25,7 +25,20 @@ _COSINE_STREAM = 1 << 20
 
 
 class CosineNoise(nn.Module):
-    """Truncated cosine (Karhunen–Loève) series of Brownian motion with `n_terms` terms."""
+    """Truncated cosine (Karhunen–Loève) series of Brownian motion on [t0, t1] with `n_terms` terms:
+
+        dW_K/dt = sqrt(2/c) Σ_{k=1..K} ε_k cos((k − ½)π (t − t0)/c),   c = t1 − t0,  ε_k ~ N(0, I)
+
+    (module docstring; Norcliffe & Deisenroth 2023). `rate(t)` is dW_K/dt, `value(t)` is W_K(t) and
+    `resample()` draws fresh ε_k.
+
+    Args:
+        t0, t1: the interval (t0 < t1).
+        shape: the shape of W(t).
+        n_terms: K, the number of terms (default 10).
+        seed: the ε_k are a pure function of (seed, number of `resample()` calls) (default 0).
+        dtype, device: of the path (default: torch's default dtype, the CPU).
+    """
 
     def __init__(self, t0: float, t1: float, shape: Sequence[int], n_terms: int = 10,
                  seed: int = 0, dtype: torch.dtype | None = None,
@@ -83,6 +96,11 @@ class PiecewiseLinearNoise(nn.Module):
     The rate is right-continuous: on [grid[j], grid[j+1]) it is the slope of interval j. The grid
     is offered as `jump_ts`, which `pyjode.odeint` reads from a `WongZakai` field: steps land on
     every grid time and restart there, so no step straddles a kink.
+
+    Args:
+        bm: the :class:`pyjode.BrownianPath` to interpolate.
+        grid: at least two strictly increasing times inside the path's span.
+        dtype: of the interpolant (default: the path's dtype).
     """
 
     def __init__(self, bm: BrownianPath, grid: torch.Tensor | Sequence[float],

@@ -21,12 +21,18 @@ from .smooth_noise import CosineNoise
 
 
 class WongZakai(nn.Module):
-    """The Wong–Zakai vector field of `sde` driven by `noise`.
+    """The Wong–Zakai vector field of `sde` driven by `noise`:
+
+        F(t, y) = f̃(t, y) + g(t, y)·dW̃/dt,
+
+    with f̃ the Stratonovich drift (f − ½ (∂g/∂y)·g for an Itô SDE with diagonal or scalar noise; see the
+    module docstring; Wong & Zakai 1965, Norcliffe & Deisenroth 2023). As the noise W̃ approaches W, the
+    solution of y' = F(t, y) converges to that of the Stratonovich SDE dy = f̃ dt + g∘dW.
 
     `noise` is a `CosineNoise` or `PiecewiseLinearNoise`; if omitted, a `CosineNoise(t0, t1,
     shape, n_terms, seed)` is built, with `shape` the Brownian motion's shape (y's shape for
-    diagonal noise, (*batch, m) otherwise). Call `resample()` before each training step for a
-    fresh path; within one solve the path is fixed.
+    diagonal noise, (*batch, m) otherwise), `n_terms` (default 10) and `seed` (default 0). Call
+    `resample()` before each training step for a fresh path; within one solve the path is fixed.
     """
 
     def __init__(self, sde, noise: nn.Module | None = None, *, t0: float | None = None,
