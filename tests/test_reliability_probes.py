@@ -267,6 +267,31 @@ def test_captured_tensor_needs_adjoint_params(name, y0_grad):
     torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", sorted(CONTINUOUS))
+def test_bound_method_of_module_defaults_to_its_parameters(name):
+    """A field given as a method of an nn.Module (``model.field``) is differentiated with respect to that
+    module's parameters, as the module itself would be; it used to get none of them by default."""
+    torch.manual_seed(2)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3).double()
+
+        def field(self, t, y):
+            return torch.tanh(self.lin(y))
+
+    model = Model()
+    y0 = torch.randn(2, 3, dtype=F64, requires_grad=True)
+    params = list(model.parameters())
+    kw = dict(rtol=1e-9, atol=1e-11)
+    ys = pyjode.odeint(model.field, y0, [0.0, 1.0], adjoint=CONTINUOUS[name](), **kw)
+    g = torch.autograd.grad(ys.sum(), [y0, *params])
+    e = torch.autograd.grad(pyjode.odeint(model.field, y0, [0.0, 1.0], **kw).sum(), [y0, *params])
+    for a, b in zip(g, e):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
 # ----------------------------------------------------------------------------------------------------
 # NaN in the backward pass: one behaviour in every adjoint.
 
