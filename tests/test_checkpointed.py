@@ -237,3 +237,20 @@ def test_captured_tensors_get_backprops_gradient(case, checkpoints, dtype):
     g_d, g_c = grads
     assert all(g is not None for g in g_c)
     assert _max_rel(g_c, g_d) < 50 * torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("checkpoints", [None, 3])
+def test_create_graph_gives_backprops_second_derivative(checkpoints):
+    """create_graph=True: the gradient is differentiable and its derivative (a gradient penalty's, with
+    respect to y0 and the parameters) equals backprop's; it used to raise."""
+    func, y0, t, w = _setup(F64)
+    params = list(func.parameters())
+    results = []
+    for adjoint in ("direct", pyjode.Checkpointed(checkpoints)):
+        ys = pyjode.odeint(func, y0, t, method="dopri5", rtol=1e-6, atol=1e-8, adjoint=adjoint)
+        g = torch.autograd.grad((ys * w).sum(), [y0, *params], create_graph=True)
+        penalty = sum((x ** 2).sum() for x in g)
+        results.append((g, torch.autograd.grad(penalty, [y0, *params])))
+    (g_d, h_d), (g_c, h_c) = results
+    assert _max_rel(g_c, g_d) < 1e-12
+    assert _max_rel(h_c, h_d) < 1e-12

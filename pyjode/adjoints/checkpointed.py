@@ -169,9 +169,8 @@ class _CheckpointedFunction(torch.autograd.Function):
     def backward(ctx, grad_ys):
         y0, *flat = ctx.saved_tensors
         spec = ctx.spec
-        if torch.is_grad_enabled():
-            raise RuntimeError("adjoint='checkpointed' gives first-order gradients only: it does not support "
-                               "create_graph=True (higher-order gradients); use adjoint='direct' for those")
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must itself be differentiable
+            return (None, None, None, *_differentiable_vjp(spec, y0, grad_ys))
         states, it = {}, iter(flat)
         for k, is_tuple, present in ctx.layout:
             parts = [next(it) if p else None for p in present]
@@ -195,6 +194,21 @@ def _output_slots(steps: List[StepRecord]) -> List[Tuple[int, int, bool]]:
         slots.append((i, len(s.thetas), s.end_output))
         i += len(s.thetas) + (1 if s.end_output else 0)
     return slots
+
+
+def _differentiable_vjp(spec: SolveSpec, y0: torch.Tensor, grad_ys: torch.Tensor) -> list:
+    """The VJP with a graph, for ``create_graph=True`` (a gradient penalty, a Hessian-vector product): the
+    stored states are constants, so the second derivative cannot pass through them. The same discrete
+    solution (the same accepted steps: the solve is deterministic) is recomputed under autograd from ``y0``
+    and the parameters, and differentiated with ``create_graph=True``, which is ``adjoint="direct"``'s
+    gradient, its memory included, for this backward pass only."""
+    counter = Counter()
+    ys = torch.stack(run_method(spec.method, spec.func, y0, spec.ts, spec.control, counter=counter).ys)
+    record_backward(spec.stats, counter)
+    inputs = (y0, *spec.params)
+    wanted = [x for x in inputs if x.requires_grad]
+    grads = iter(torch.autograd.grad(ys, wanted, grad_ys, create_graph=True, allow_unused=True) if wanted else ())
+    return [next(grads) if x.requires_grad else None for x in inputs]
 
 
 def _backward_sweep(stepper: Stepper, field, params, y0, t_init, steps, states, stride, grad_ys, counter,
@@ -283,8 +297,9 @@ class Checkpointed(GradientMethod):
     and with :class:`pyjode.Reversible`. Gradients flow to ``y0`` and to the parameters
     (``adjoint_params``, or ``func.parameters()``), not to ``t``: detach ``t`` or use
     ``adjoint="direct"`` for time gradients. Without ``adjoint_params``, tensors that the field uses besides
-    those (captured by a closure) are found by one traced evaluation and differentiated as well. Higher-order
-    gradients (``create_graph=True``) are not supported; use ``adjoint="direct"``.
+    those (captured by a closure) are found by one traced evaluation and differentiated as well. With
+    ``create_graph=True`` (higher-order gradients) the backward pass recomputes the solve under autograd and
+    returns direct backprop's differentiable gradient, with direct backprop's memory.
 
     Args:
         checkpoints: ``None`` (default) keeps every accepted step's start state, the fastest choice;
