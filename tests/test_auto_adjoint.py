@@ -261,3 +261,72 @@ def test_measurements_go_stale_when_the_steps_change():
     assert trials.next(["a", "b"], 1) is None and trials.best(["a", "b"]) == "b"
     trials.start("a")(0.5)  # the minimum is the score: noise only adds
     assert trials.best(["a", "b"]) == "a"
+
+
+# ----------------------------------------------------------------------------------------------------
+# What only the discrete gradients can do: captured tensors, and higher-order gradients.
+
+
+def _tight_budget(field, y0, t, params):
+    """A budget under direct's estimate, where the quadrature adjoint is chosen when it may be."""
+    run = _runner(field, y0, t, params)
+    run(pyjode.Auto(memory_budget=10 ** 12))  # the first solve records the steps
+    auto = pyjode.Auto(memory_budget=10 ** 12, trials=0)
+    run(auto)
+    budget = auto.estimates["direct"] - 1
+    _, stats = run(pyjode.Auto(memory_budget=budget, trials=0))
+    assert stats.adjoint.startswith("quadrature")  # with adjoint_params given
+    return budget
+
+
+def test_closure_without_adjoint_params_gets_backprops_gradient():
+    """A lambda closing over a module, without adjoint_params: every iteration's gradient is backprop's;
+    it used to come back None under the first solve's checkpointed gradient, and to raise a ValueError
+    once the quadrature adjoint was chosen."""
+    net, field, y0, _ = _problem()
+    t = torch.tensor([0.0, 12.0], dtype=F64)
+    params = tuple(net.parameters())
+    budget = _tight_budget(field, y0, t, ())  # the estimates of a field without parameters, as this one seems
+    ys = pyjode.odeint(field, y0, t, rtol=1e-6, atol=1e-8)
+    ref = torch.autograd.grad(ys.sum(), (y0, *params))
+    auto = pyjode.Auto(memory_budget=budget, trials=0)
+    for _ in range(3):
+        closure = lambda t, y: net(y)  # noqa: E731 - a new closure each iteration, as in a training loop
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(closure, y0, t, rtol=1e-6, atol=1e-8, adjoint=auto, stats=stats)
+        g = torch.autograd.grad(ys.sum(), (y0, *params))
+        assert stats.adjoint in ("direct", "checkpointed") or stats.adjoint.startswith("checkpointed(")
+        _check_gradient(g, ref, stats.adjoint)
+    # the same closure solved again: its traced record is kept, and the choice stays discrete
+    for _ in range(3):
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(field, y0, t, rtol=1e-6, atol=1e-8, adjoint=auto, stats=stats)
+        _check_gradient(torch.autograd.grad(ys.sum(), (y0, *params)), ref, stats.adjoint)
+        assert not stats.adjoint.startswith(("quadrature", "backsolve")), stats.adjoint
+
+
+def test_create_graph_keeps_to_methods_with_second_derivatives():
+    """A gradient penalty every iteration: the second derivative is backprop's throughout; once a backward
+    pass asked for a graph, the quadrature adjoint (whose backward solve has none) is no longer chosen. It
+    used to raise on the first solve (checkpointed) and then with DoubleBackwardError."""
+    net, field, y0, _ = _problem()
+    t = torch.tensor([0.0, 12.0], dtype=F64)
+    params = tuple(net.parameters())
+    budget = _tight_budget(field, y0, t, params)
+
+    def penalty_grad(adjoint):
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(field, y0, t, rtol=1e-6, atol=1e-8, adjoint=adjoint, adjoint_params=params, stats=stats)
+        (gy,) = torch.autograd.grad(ys.sum(), y0, create_graph=True)
+        return torch.autograd.grad((gy ** 2).sum(), params), stats
+
+    fresh = lambda t, y: net(y)  # noqa: E731 - a field auto has no record of
+    field = fresh
+    ref, _ = penalty_grad("direct")
+    auto = pyjode.Auto(memory_budget=budget, trials=0)
+    labels = []
+    for _ in range(4):
+        g, stats = penalty_grad(auto)
+        labels.append(stats.adjoint)
+        _check_gradient(g, ref, stats.adjoint)
+    assert labels[0] == "checkpointed" and not any(x.startswith(("quadrature", "backsolve")) for x in labels)

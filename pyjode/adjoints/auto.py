@@ -64,6 +64,12 @@ each plus ``2 P`` (``P`` the parameters' bytes): their gradient and the VJP bein
 every method holds at its peak (see ``pyjode/adjoints/param_sink.py``). ``k`` is given to ``Quadrature`` only
 when the budget binds; otherwise its default cap (a call's activations about a quarter of ``P``) applies.
 
+**Discrete only.** The continuous adjoints (quadrature, backsolve, reversible) differentiate ``y`` and the
+parameters alone, and give first-order gradients only. So when ``adjoint_params`` is not given and one traced
+evaluation finds the field using other tensors that require grad (a closure's), and once a backward pass
+through a solve of the field has asked for a graph (``create_graph=True``: a gradient penalty), only direct
+and the checkpointed variants are candidates; they differentiate the captured tensors, and to any order.
+
 The first solve of a field, with no record, uses ``checkpointed``: its forward pass is the graph-free solve
 that counts the steps, and its memory is states only.
 
@@ -81,13 +87,14 @@ from __future__ import annotations
 import logging
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from ..reversible import Reversible
 from .auto_trials import Trials, timed
+from .backward_checks import captured_tensors
 from .base import GradientMethod, SolveSpec
 from .checkpointed import Checkpointed
 from .direct import Direct
@@ -100,6 +107,11 @@ logger = logging.getLogger("pyjode")
 _ACTIVATIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _HISTORY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _TRIALS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # {history key: Trials}
+# Per field: {"captures": bool} (whether it uses tensors besides y and its parameters), {"graph": True} once a
+# backward pass through one of its solves asked for a differentiable gradient (create_graph=True)
+_TRAITS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+#: the candidates that differentiate what backprop would, to any order: the discrete gradients
+_DISCRETE = ("direct", "checkpointed", "bounded")
 
 
 def _per_field(table, func) -> Optional[dict]:
@@ -183,8 +195,10 @@ class Auto(GradientMethod):
             return self.memory_budget
         return int(self.budget_fraction * free_memory(like.device))
 
-    def choose(self, spec: SolveSpec) -> Tuple[GradientMethod, str, Optional[Callable[[float], None]]]:
-        """The method for this solve, why, and where to report its measured time (None: not measured)."""
+    def choose(self, spec: SolveSpec, discrete: str = "") -> Tuple[GradientMethod, str,
+                                                                     Optional[Callable[[float], None]]]:
+        """The method for this solve, why, and where to report its measured time (None: not measured).
+        ``discrete``, when not empty, says why only the discrete gradients (direct, checkpointed) may be used."""
         if not torch.is_grad_enabled():
             return Direct(), "no gradient wanted", None
         if spec.t.requires_grad:
@@ -196,6 +210,8 @@ class Auto(GradientMethod):
             return Checkpointed(), "first solve of this field: its graph-free forward pass counts the steps", None
         budget = self.budget(y0)
         candidates = self._candidates(spec, key, record, budget)
+        if discrete:
+            candidates = [c for c in candidates if c.kind in _DISCRETE]
         self.estimates = {c.label: c.need for c in candidates}
         self.costs = {c.label: c.cost for c in candidates}
         fitting = [c for c in sorted(candidates, key=lambda c: c.cost) if c.need <= budget]  # stable sort
@@ -222,7 +238,7 @@ class Auto(GradientMethod):
                                   f"{self.measured}); estimated {c.need} bytes of a {budget}-byte budget"), None
         c = fitting[0]
         return c.method, (f"{c.label} is the fastest that fits (predicted {c.cost} evaluations): estimated "
-                          f"{c.need} bytes of a {budget}-byte budget"), None
+                          f"{c.need} bytes of a {budget}-byte budget" + (f"; {discrete}" if discrete else "")), None
 
     def _candidates(self, spec: SolveSpec, key: tuple, record: tuple, budget: int) -> List["_Candidate"]:
         """Every candidate with its estimated memory (bytes) and predicted time (field evaluations), in the
@@ -287,8 +303,35 @@ class Auto(GradientMethod):
             trials = table[key] = Trials(steps)
         return trials
 
+    def _discrete_only(self, spec: SolveSpec) -> Tuple[SolveSpec, str]:
+        """Whether this solve must use a discrete gradient, and why (empty: it need not); and the spec to
+        solve with. The continuous adjoints differentiate ``y`` and the parameters only and give
+        first-order gradients only, so they are left out for a field that uses other tensors requiring grad
+        (captured by a closure: the discrete gradients find and differentiate them) and for a field whose
+        gradients were asked for with ``create_graph=True`` before (a gradient penalty, a Hessian)."""
+        if not torch.is_grad_enabled():
+            return spec, ""
+        traits = _per_field(_TRAITS, spec.func)
+        reasons = []
+        if traits is not None and traits.get("graph"):
+            reasons.append("an earlier backward pass asked for higher-order gradients (create_graph=True)")
+        if not spec.params_given:
+            if traits is not None and traits.get("captures") is False:
+                spec = replace(spec, params_given=True)  # traced before: the parameters are all it uses
+            else:
+                captured = tuple(captured_tensors(spec.func, spec.ts[0], spec.y0, spec.params))
+                if traits is not None:
+                    traits["captures"] = bool(captured)
+                # the discrete gradients differentiate the captured tensors as inputs of their own
+                spec = replace(spec, params=tuple(spec.params) + captured, params_given=True)
+                if captured:
+                    reasons.append(f"the field uses {len(captured)} tensor(s) requiring grad besides its parameters "
+                                   f"(captured by a closure), which only the discrete gradients differentiate")
+        return spec, "; ".join(reasons)
+
     def solve(self, spec: SolveSpec) -> torch.Tensor:
-        method, why, report = self.choose(spec)
+        spec, discrete = self._discrete_only(spec)
+        method, why, report = self.choose(spec, discrete)
         method.check_method(spec.method)
         self.choice = method
         self.measuring = report is not None
@@ -302,6 +345,9 @@ class Auto(GradientMethod):
         else:
             ys = timed(lambda: method.solve(spec), spec.y0.device, lambda: stats.nfe_forward - before[0], report)
         stats.adjoint = name
+        traits = _per_field(_TRAITS, spec.func)
+        if traits is not None and not traits.get("graph") and ys.requires_grad:
+            ys = _GraphWatch.apply(ys, traits)
         steps = stats.steps_forward - before[1]
         history = _per_field(_HISTORY, spec.func)
         if history is not None and steps > 0:
@@ -314,6 +360,22 @@ class Auto(GradientMethod):
     def __repr__(self) -> str:
         return (f"pyjode.Auto(memory_budget={self.memory_budget}, budget_fraction={self.budget_fraction}, "
                 f"trials={self.trials})")
+
+
+class _GraphWatch(torch.autograd.Function):
+    """The identity on the solve's outputs; its backward pass notes in the field's traits whether it runs
+    with a graph (``create_graph=True``), so that later solves of the field use a method that can give one."""
+
+    @staticmethod
+    def forward(ctx, ys, traits):
+        ctx.traits = traits
+        return ys.clone()  # not a view: the caller may write into the outputs
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            ctx.traits["graph"] = True
+        return grad, None
 
 
 @dataclass
