@@ -132,7 +132,8 @@ def fixed_loop(stepper: Stepper, field, y0: torch.Tensor, grid: Sequence[float],
                controls: Optional[Iterable] = None) -> Run:
     """Step through ``grid`` (Python floats); ``controls`` yields one driving increment per step (SDEs)."""
     dtype = y0.dtype
-    state = stepper.init(field, control.evaluation_span(grid[0], grid[1], dtype)[0], y0)
+    # a grid of one time (output at t0 only) takes no step: the state starts there
+    state = stepper.init(field, control.evaluation_span(grid[0], grid[1], dtype)[0] if len(grid) > 1 else grid[0], y0)
     ys, times, output_steps = [y0], (array("d", grid) if keep_times else None), [0]
     controls = iter(controls) if controls is not None else None
     moves_ends, has_jumps, callbacks = control.moves_ends, bool(control.jump_ts), control.callbacks

@@ -104,7 +104,8 @@ class AdjointSDESolve:
                 y = states[node_pos[k]]
                 if k > 0:
                     a = a + grad_states[node_pos[k]]
-        return a + grad_states[node_pos[0]], grad_params
+        # y0's own cotangent; with a single node (ts of one time) it is already the starting a
+        return (a + grad_states[node_pos[0]] if last > 0 else a), grad_params
 
 
 class SDEAdjoint(torch.autograd.Function):
