@@ -330,3 +330,36 @@ def test_create_graph_keeps_to_methods_with_second_derivatives():
         labels.append(stats.adjoint)
         _check_gradient(g, ref, stats.adjoint)
     assert labels[0] == "checkpointed" and not any(x.startswith(("quadrature", "backsolve")) for x in labels)
+
+
+@pytest.mark.parametrize("method", ["kvaerno5", "radauIIA5", "adams"])
+def test_methods_checkpointed_cannot_step_use_the_other_candidates(method):
+    """Implicit and Adams methods: auto chooses among the candidates that accept them (direct, and the
+    continuous adjoints where they apply), and every gradient is direct's within the adjoint's tolerance. It
+    used to refuse them with checkpointed's error."""
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    field = lambda t, y: net(y)  # noqa: E731
+    params = tuple(net.parameters())
+    y0 = torch.randn(4, 3, dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    m = pyjode.Adams() if method == "adams" else method
+
+    def run(adjoint):
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(field, y0, t, method=m, rtol=1e-6, atol=1e-8, adjoint=adjoint, adjoint_params=params,
+                           stats=stats)
+        return torch.autograd.grad(ys.sum(), (y0, *params)), stats
+
+    ref, _ = run("direct")
+    labels = set()
+    for budget in (10 ** 12, 10 ** 4):  # room for direct, then too little for it
+        auto = pyjode.Auto(memory_budget=budget, trials=0)
+        for _ in range(2):
+            g, stats = run(auto)
+            labels.add(stats.adjoint)
+            _check_gradient(g, ref, stats.adjoint)
+    assert "direct" in labels and not any(x.startswith("checkpointed") for x in labels), labels
+    assert "backsolve" in auto.costs and "checkpointed" not in auto.costs, auto.costs
+    if method != "adams":  # a continuous adjoint where direct does not fit
+        assert labels - {"direct"}, labels

@@ -188,7 +188,9 @@ class Auto(GradientMethod):
         self.measured: Dict[str, float] = {}  # seconds per forward evaluation, of the last measured choice
 
     def check_method(self, method) -> None:
-        Checkpointed().check_method(method)
+        """Every method has a candidate: direct backprop steps through anything that steps under autograd;
+        the others are candidates where they accept the method (checkpointed, for one, needs a Runge–Kutta
+        method or pyjode.Reversible; the implicit, Adams and scipy methods are left to the rest)."""
 
     def budget(self, like: torch.Tensor) -> int:
         if self.memory_budget is not None:
@@ -207,9 +209,12 @@ class Auto(GradientMethod):
         history = _per_field(_HISTORY, spec.func)
         record = None if history is None else history.get(key)
         if record is None:
+            if not _accepts(Checkpointed(), spec.method):
+                return Direct(), "first solve of this field, whose method checkpointed cannot step: direct counts " \
+                                 "the steps", None
             return Checkpointed(), "first solve of this field: its graph-free forward pass counts the steps", None
         budget = self.budget(y0)
-        candidates = self._candidates(spec, key, record, budget)
+        candidates = [c for c in self._candidates(spec, key, record, budget) if _accepts(c.method, spec.method)]
         if discrete:
             candidates = [c for c in candidates if c.kind in _DISCRETE]
         self.estimates = {c.label: c.need for c in candidates}
@@ -274,15 +279,17 @@ class Auto(GradientMethod):
         if isinstance(spec.method, Reversible):
             candidates.append(_Candidate("reversible", ReversibleAdjoint(), 2 * evals * per_eval + n_out * x,
                                          nfe + 4 * accepted))
-        elif _accepts(Quadrature(), spec.method):
-            most = max(1, 2 ** 14 // max(y0.numel(), 1))  # Quadrature's own bound on nodes per call
-            k = max(1, min(most, int((budget - 4 * n_out * x - 2 * p_bytes) // max(a, 1)) - 2))
+        elif _accepts(Backsolve(), spec.method):
             backward = max(accepted, (n_out - 1) * (evals + 3))
-            nodes = backward * _nodes_per_step(spec.method) / max(evals, 1)
-            # when the budget does not bind, Quadrature's default also caps a call's activations by the
-            # parameters' size
-            quad = Quadrature(max_nodes_per_call=k if k < most else None)
-            candidates.append(_Candidate("quadrature", quad, (k + 2) * a + 4 * n_out * x, nfe + 2 * backward + nodes))
+            if _accepts(Quadrature(), spec.method):
+                most = max(1, 2 ** 14 // max(y0.numel(), 1))  # Quadrature's own bound on nodes per call
+                k = max(1, min(most, int((budget - 4 * n_out * x - 2 * p_bytes) // max(a, 1)) - 2))
+                nodes = backward * _nodes_per_step(spec.method) / max(evals, 1)
+                # when the budget does not bind, Quadrature's default also caps a call's activations by the
+                # parameters' size
+                quad = Quadrature(max_nodes_per_call=k if k < most else None)
+                candidates.append(_Candidate("quadrature", quad, (k + 2) * a + 4 * n_out * x,
+                                             nfe + 2 * backward + nodes))
             # the augmented state [y, a, a_θ] of z bytes; the stepper's stages and temporaries hold about
             # (2 s + 9) of them (s stages; measured 17 z for bosh3, 23 z for dopri5, 37 z for dopri8)
             z = 2 * x + p_bytes
