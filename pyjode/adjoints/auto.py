@@ -210,13 +210,19 @@ class Auto(GradientMethod):
         record = None if history is None else history.get(key)
         if record is None:
             if not _accepts(Checkpointed(), spec.method):
+                if not getattr(spec.method, "records_graph", True):
+                    from .backsolve import Backsolve
+
+                    return Backsolve(), "first solve of this field, whose method records no graph: the continuous " \
+                                        "adjoint", None
                 return Direct(), "first solve of this field, whose method checkpointed cannot step: direct counts " \
                                  "the steps", None
             return Checkpointed(), "first solve of this field: its graph-free forward pass counts the steps", None
         budget = self.budget(y0)
-        candidates = [c for c in self._candidates(spec, key, record, budget) if _accepts(c.method, spec.method)]
-        if discrete:
-            candidates = [c for c in candidates if c.kind in _DISCRETE]
+        candidates = [c for c in self._candidates(spec, key, record, budget) if _accepts(c.method, spec.method)
+                      and (c.kind != "direct" or getattr(spec.method, "records_graph", True))]
+        if discrete:  # (a method no discrete gradient can take keeps the rest, which say what they cannot do)
+            candidates = [c for c in candidates if c.kind in _DISCRETE] or candidates
         self.estimates = {c.label: c.need for c in candidates}
         self.costs = {c.label: c.cost for c in candidates}
         fitting = [c for c in sorted(candidates, key=lambda c: c.cost) if c.need <= budget]  # stable sort
