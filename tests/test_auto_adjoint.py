@@ -363,3 +363,26 @@ def test_methods_checkpointed_cannot_step_use_the_other_candidates(method):
     assert "backsolve" in auto.costs and "checkpointed" not in auto.costs, auto.costs
     if method != "adams":  # a continuous adjoint where direct does not fit
         assert labels - {"direct"}, labels
+
+
+def test_closure_over_a_tensor_computed_outside_the_solve():
+    """A hypernetwork's weight, computed from a leaf before the solve, used by a closure: auto's checkpointed
+    gradient reaches the leaf through that graph at every step and equals backprop's. It used to free the
+    graph after the first step and fail with autograd's 'backward through the graph a second time'."""
+    torch.manual_seed(6)
+    z = torch.randn(3, 3, dtype=F64, requires_grad=True)
+    y0 = torch.randn(4, 3, dtype=F64, requires_grad=True)
+    t = torch.linspace(0.0, 1.0, 4, dtype=F64)
+    auto = pyjode.Auto(trials=0)
+
+    def grads(adjoint):
+        W = torch.tanh(z) @ z  # a fresh graph each iteration, as a hypernetwork makes one
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(lambda t, y: torch.tanh(y @ W), y0, t, rtol=1e-6, atol=1e-8, adjoint=adjoint, stats=stats)
+        return torch.autograd.grad((ys ** 2).sum(), (y0, z)), stats
+
+    ref, _ = grads("direct")
+    for _ in range(3):
+        g, stats = grads(auto)
+        _check_gradient(g, ref, stats.adjoint)
+        assert stats.adjoint in ("direct", "checkpointed") or stats.adjoint.startswith("checkpointed(")

@@ -343,8 +343,12 @@ class Auto(GradientMethod):
         return spec, "; ".join(reasons)
 
     def solve(self, spec: SolveSpec) -> torch.Tensor:
+        given = spec
         spec, discrete = self._discrete_only(spec)
         method, why, report = self.choose(spec, discrete)
+        if isinstance(method, Checkpointed) and len(spec.params) > len(given.params):
+            # checkpointed finds the captured tensors itself, and knows to keep the graphs that lead to them
+            spec = given
         method.check_method(spec.method)
         self.choice = method
         self.measuring = report is not None
