@@ -52,6 +52,7 @@ from ..tableau import ButcherTableau
 from .base import (GradientMethod, SolveSpec, make_stepper, record_backward, record_forward,
                    run_method)
 from .backward_checks import captured_tensors
+from ..function_transforms import check_batched_backward
 from .param_sink import sink_field
 
 __all__ = ["Checkpointed"]
@@ -167,6 +168,7 @@ class _CheckpointedFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys):
+        check_batched_backward("checkpointed", grad_ys)
         y0, *flat = ctx.saved_tensors
         spec = ctx.spec
         if torch.is_grad_enabled():  # create_graph=True: the gradient must itself be differentiable

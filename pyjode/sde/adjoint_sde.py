@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from ..function_transforms import check_batched_backward
 from ..stepper import time_maker
 from .noise_types import diffusion_and_jvp, diffusion_product
 
@@ -122,6 +123,7 @@ class SDEAdjoint(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_states: torch.Tensor):
+        check_batched_backward("adjoint", grad_states)
         states, *params = ctx.saved_tensors
         wanted = [p for p in params if p.requires_grad]
         grad_y0, grad_params = ctx.solve.backward(states, grad_states, tuple(wanted))
