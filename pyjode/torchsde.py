@@ -301,7 +301,7 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
     if with_a and bm is None:
         # Lévy area comes from a Brownian interval with Foster's approximation, as torchsde builds by default
         bm = BrownianInterval(t0=float(ts[0]), t1=_interval_end(ts), size=shape, dtype=y0.dtype, device=y0.device,
-                              levy_area_approximation="foster")
+                              levy_area_approximation="foster", tol=_resolution(ts, dt))
     if with_a and (where == "sdeint_adjoint" or by_product):
         raise ValueError(f"{where}: method={method!r} with general noise reads the diffusion's Jacobian and is "
                          "available in sdeint with g; use 'midpoint' or 'heun' otherwise.")
@@ -314,12 +314,23 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
         if bm is None:
             # adaptive steps query the path at times not known in advance: a Brownian interval answers them all
             bm = BrownianInterval(t0=float(ts[0]), t1=_interval_end(ts), size=shape, dtype=y0.dtype, device=y0.device,
+                                  tol=_resolution(ts, 0.5 * dt_min),
                                   levy_area_approximation="foster" if with_a else
                                   ("space-time" if with_u else "none"))
         p.rtol, p.atol, p.dt_min = rtol, atol, dt_min
         p.ts_list = [float(t) for t in ts.detach().cpu().double().tolist()]
     p.noise = StepNoise(bm, shape, with_u=with_u, with_a=with_a)
     return p
+
+
+def _resolution(ts: torch.Tensor, smallest: float) -> float:
+    """``tol`` for a default Brownian interval over ``ts`` whose queries are ``smallest`` long or longer: 0 (the
+    default resolution, 2**-32 of the span) when that resolves them to 1e-4, else a finer one (at most 2**-50
+    of the span; a step shorter still raises, naming tol)."""
+    span = _interval_end(ts) - float(ts[0])
+    if smallest <= 0 or smallest >= 1e4 * span / 2 ** 32:
+        return 0.0
+    return max(1e-4 * smallest, span * 2.0 ** -50)
 
 
 def _interval_end(ts: torch.Tensor) -> float:
