@@ -78,6 +78,6 @@ def check_batched_backward(gradient_method: str, *grads) -> None:
     if kind == TransformType.Vmap or any(g is not None and _batched(g) for g in grads):
         raise TypeError(
             f"adjoint={gradient_method!r} cannot run a batched backward pass (torch.autograd.functional.jacobian with "
-            f"vectorize=True, torch.autograd.grad with is_grads_batched=True): its backward pass solves and accumulates "
-            f"outside autograd's batching. Use vectorize=False / is_grads_batched=False (one backward pass per row), or "
-            f"adjoint=\"direct\"")
+            f"vectorize=True, torch.autograd.grad with is_grads_batched=True): its backward pass solves and "
+            f"accumulates outside autograd's batching. Use vectorize=False / is_grads_batched=False (one backward "
+            f"pass per row), or adjoint=\"direct\"")
