@@ -386,3 +386,30 @@ def test_closure_over_a_tensor_computed_outside_the_solve():
         g, stats = grads(auto)
         _check_gradient(g, ref, stats.adjoint)
         assert stats.adjoint in ("direct", "checkpointed") or stats.adjoint.startswith("checkpointed(")
+
+
+def test_first_gradient_penalty_after_a_continuous_choice():
+    """auto has chosen the quadrature adjoint for a field (first-order training so far); the first gradient
+    penalty then gets a differentiable gradient (backprop's, recomputed) instead of a DoubleBackwardError, and
+    later solves of the field keep to the discrete gradients."""
+    net, field, y0, _ = _problem()
+    t = torch.tensor([0.0, 12.0], dtype=F64)
+    params = tuple(net.parameters())
+    budget = _tight_budget(field, y0, t, params)
+    auto = pyjode.Auto(memory_budget=budget, trials=0)
+
+    def penalty_grad(adjoint):
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(field, y0, t, rtol=1e-6, atol=1e-8, adjoint=adjoint, adjoint_params=params, stats=stats)
+        (gy,) = torch.autograd.grad(ys.sum(), y0, create_graph=True)
+        return (gy, *torch.autograd.grad((gy ** 2).sum(), params)), stats
+
+    ref, _ = penalty_grad("direct")
+    g, stats = penalty_grad(auto)
+    assert stats.adjoint.startswith("quadrature")
+    for a, b in zip(g, ref):  # sum(ys) is linear in ys: the whole chain is backprop's, to rounding
+        assert rel_error(a, b) < 1e-10
+    g, stats = penalty_grad(auto)
+    assert not stats.adjoint.startswith(("quadrature", "backsolve"))
+    for a, b in zip(g, ref):
+        assert rel_error(a, b) < 1e-10

@@ -68,7 +68,9 @@ when the budget binds; otherwise its default cap (a call's activations about a q
 parameters alone, and give first-order gradients only. So when ``adjoint_params`` is not given and one traced
 evaluation finds the field using other tensors that require grad (a closure's), and once a backward pass
 through a solve of the field has asked for a graph (``create_graph=True``: a gradient penalty), only direct
-and the checkpointed variants are candidates; they differentiate the captured tensors, and to any order.
+and the checkpointed variants are candidates; they differentiate the captured tensors, and to any order. A
+gradient penalty that comes after auto chose the quadrature or backsolve adjoint for a field gets, in that
+backward pass, backprop's differentiable gradient of the same discrete solve (recomputed under autograd).
 
 The first solve of a field, with no record, uses ``checkpointed``: its forward pass is the graph-free solve
 that counts the steps, and its memory is states only.
@@ -346,6 +348,10 @@ class Auto(GradientMethod):
         given = spec
         spec, discrete = self._discrete_only(spec)
         method, why, report = self.choose(spec, discrete)
+        if method.name in ("quadrature", "backsolve"):
+            # a backward pass with a graph (a gradient penalty auto has not seen yet) gets backprop's
+            # differentiable gradient from the continuous adjoint's function instead of a refusal
+            method.graph_fallback = True
         if isinstance(method, Checkpointed) and len(spec.params) > len(given.params):
             # checkpointed finds the captured tensors itself, and knows to keep the graphs that lead to them
             spec = given

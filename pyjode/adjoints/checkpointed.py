@@ -172,7 +172,7 @@ class _CheckpointedFunction(torch.autograd.Function):
         y0, *flat = ctx.saved_tensors
         spec = ctx.spec
         if torch.is_grad_enabled():  # create_graph=True: the gradient must itself be differentiable
-            return (None, None, None, *_differentiable_vjp(spec, y0, grad_ys))
+            return (None, None, None, *differentiable_vjp(spec, y0, grad_ys))
         states, it = {}, iter(flat)
         for k, is_tuple, present in ctx.layout:
             parts = [next(it) if p else None for p in present]
@@ -198,7 +198,7 @@ def _output_slots(steps: List[StepRecord]) -> List[Tuple[int, int, bool]]:
     return slots
 
 
-def _differentiable_vjp(spec: SolveSpec, y0: torch.Tensor, grad_ys: torch.Tensor) -> list:
+def differentiable_vjp(spec: SolveSpec, y0: torch.Tensor, grad_ys: torch.Tensor) -> list:
     """The VJP with a graph, for ``create_graph=True`` (a gradient penalty, a Hessian-vector product): the
     stored states are constants, so the second derivative cannot pass through them. The same discrete
     solution (the same accepted steps: the solve is deterministic) is recomputed under autograd from ``y0``
