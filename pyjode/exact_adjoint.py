@@ -27,6 +27,10 @@ class ExactReversibleAdjoint(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):
         check_batched_backward("reversible", grad_ys)
+        if torch.is_grad_enabled() and getattr(ctx.solve, "graph_vjp", None) is not None:
+            grads = ctx.solve.graph_vjp(grad_ys)  # None unless the solve offers a differentiable gradient
+            if grads is not None:
+                return (None, *grads)
         tensors = ctx.saved_tensors
         saved, params = tensors[:ctx.n_saved], tensors[ctx.n_saved:]
         wanted = [p for p in params if p.requires_grad]

@@ -69,8 +69,8 @@ parameters alone, and give first-order gradients only. So when ``adjoint_params`
 evaluation finds the field using other tensors that require grad (a closure's), and once a backward pass
 through a solve of the field has asked for a graph (``create_graph=True``: a gradient penalty), only direct
 and the checkpointed variants are candidates; they differentiate the captured tensors, and to any order. A
-gradient penalty that comes after auto chose the quadrature or backsolve adjoint for a field gets, in that
-backward pass, backprop's differentiable gradient of the same discrete solve (recomputed under autograd).
+gradient penalty that comes after auto chose the quadrature, backsolve or reversible adjoint for a field gets,
+in that backward pass, backprop's differentiable gradient of the same discrete solve (recomputed under autograd).
 
 The first solve of a field, with no record, uses ``checkpointed``: its forward pass is the graph-free solve
 that counts the steps, and its memory is states only.
@@ -348,7 +348,7 @@ class Auto(GradientMethod):
         given = spec
         spec, discrete = self._discrete_only(spec)
         method, why, report = self.choose(spec, discrete)
-        if method.name in ("quadrature", "backsolve"):
+        if method.name in ("quadrature", "backsolve", "reversible"):
             # a backward pass with a graph (a gradient penalty auto has not seen yet) gets backprop's
             # differentiable gradient from the continuous adjoint's function instead of a refusal
             method.graph_fallback = True
