@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .errors import refuse_double_backward
+from .function_transforms import check_batched_backward
 
 
 class ExactReversibleAdjoint(torch.autograd.Function):
@@ -25,6 +26,11 @@ class ExactReversibleAdjoint(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):
+        check_batched_backward("reversible", grad_ys)
+        if torch.is_grad_enabled() and getattr(ctx.solve, "graph_vjp", None) is not None:
+            grads = ctx.solve.graph_vjp(grad_ys)  # None unless the solve offers a differentiable gradient
+            if grads is not None:
+                return (None, *grads)
         tensors = ctx.saved_tensors
         saved, params = tensors[:ctx.n_saved], tensors[ctx.n_saved:]
         wanted = [p for p in params if p.requires_grad]

@@ -4,6 +4,10 @@
   arithmetic on the transform's wrapped tensors.
 * The adjoints run their backward pass as a solve outside autograd, in an ``autograd.Function`` that the
   transforms cannot enter: a ``TypeError`` says to use ``adjoint="direct"``.
+* A batched backward pass (``torch.autograd.functional.jacobian(..., vectorize=True)``,
+  ``torch.autograd.grad(..., is_grads_batched=True)``) runs the adjoints' backward under ``vmap``, where their
+  solves and in-place accumulations cannot run: a ``TypeError`` says to use one backward pass per row, or
+  ``adjoint="direct"``.
 * ``torch.func.vmap`` over a solve cannot work: the adaptive loop decides each step on the host from the
   error norm of the whole batch. The state's leading dimensions are batch already, so the stacked batch is
   solved in one call.
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_function_transforms", "is_functorch_wrapped"]
+__all__ = ["check_batched_backward", "check_function_transforms", "is_functorch_wrapped"]
 
 
 def is_functorch_wrapped(x) -> bool:
@@ -51,3 +55,29 @@ def check_function_transforms(gradient_method: str) -> None:
             f"torch.func transforms (grad, jacrev, vjp, jvp) cannot enter adjoint={gradient_method!r}, whose backward "
             f"pass is a solve outside autograd; use adjoint=\"direct\" under torch.func, or torch.autograd.grad "
             f"with adjoint={gradient_method!r}")
+
+
+def _batched(x) -> bool:
+    """Whether ``x`` carries a batch dimension of a vmap (autograd's batched gradients use the legacy kind)."""
+    functorch = torch._C._functorch
+    for test in ("is_legacy_batchedtensor", "is_batchedtensor"):
+        try:
+            if bool(getattr(functorch, test)(x)):
+                return True
+        except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - older torch
+            pass
+    return False
+
+
+def check_batched_backward(gradient_method: str, *grads) -> None:
+    """Raise a ``TypeError`` when an adjoint's backward pass runs batched (its incoming gradients carry a vmap
+    batch dimension, or a vmap transform is active)."""
+    kind = _active_transform()
+    from torch._C._functorch import TransformType
+
+    if kind == TransformType.Vmap or any(g is not None and _batched(g) for g in grads):
+        raise TypeError(
+            f"adjoint={gradient_method!r} cannot run a batched backward pass (torch.autograd.functional.jacobian with "
+            f"vectorize=True, torch.autograd.grad with is_grads_batched=True): its backward pass solves and "
+            f"accumulates outside autograd's batching. Use vectorize=False / is_grads_batched=False (one backward "
+            f"pass per row), or adjoint=\"direct\"")

@@ -132,7 +132,8 @@ def fixed_loop(stepper: Stepper, field, y0: torch.Tensor, grid: Sequence[float],
                controls: Optional[Iterable] = None) -> Run:
     """Step through ``grid`` (Python floats); ``controls`` yields one driving increment per step (SDEs)."""
     dtype = y0.dtype
-    state = stepper.init(field, control.evaluation_span(grid[0], grid[1], dtype)[0], y0)
+    # a grid of one time (output at t0 only) takes no step: the state starts there
+    state = stepper.init(field, control.evaluation_span(grid[0], grid[1], dtype)[0] if len(grid) > 1 else grid[0], y0)
     ys, times, output_steps = [y0], (array("d", grid) if keep_times else None), [0]
     controls = iter(controls) if controls is not None else None
     moves_ends, has_jumps, callbacks = control.moves_ends, bool(control.jump_ts), control.callbacks
@@ -159,6 +160,8 @@ def check_progress(h: float, t: float, t_end: float, eps: float, attempts: int, 
                    counter: Counter, last_bad: bool) -> None:
     """The adaptive loop's guards: a step size that underflowed, or max_steps attempts used up."""
     if not h > 4 * eps * max(1.0, abs(t)):  # also catches a NaN step
+        if h >= control.max_step:  # as long as allowed: max_step itself is below the resolution of t here
+            raise max_step_unresolved(control.max_step, t, eps)
         what = "the vector field kept returning NaN or inf" if last_bad else "the error estimate kept failing"
         raise SolveError(
             f"step size underflowed ({h:.3g}) at t={t:.6g}: {what}; the problem may be stiff or singular there",
@@ -169,6 +172,13 @@ def check_progress(h: float, t: float, t_end: float, eps: float, attempts: int, 
             f"max_steps={control.attempt_cap} reached at t={t:.6g} before t={t_end:.6g} "
             f"({counter.steps} accepted, {counter.rejected} rejected steps)", t=t, cause="max_steps",
             hint="raise max_steps, loosen rtol/atol, or check whether the problem is stiff")
+
+
+def max_step_unresolved(max_step: float, t: float, eps: float) -> SolveError:
+    """The error for a ``max_step`` too short to advance ``t`` in its precision (``t + max_step == t``)."""
+    return SolveError(f"max_step={max_step:.3g} is below the resolution of the times at t={t:.6g} (steps must exceed "
+                      f"{4 * eps * max(1.0, abs(t)):.3g} there), so no step can advance", t=t, cause="max_step",
+                      hint="raise max_step (or leave it out)")
 
 
 def check_finite_outputs(ys, ts, step_size):

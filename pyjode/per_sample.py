@@ -58,6 +58,7 @@ from .errors import SolveError
 from .norms import max_norm, rms_norm
 from .start_checks import check_start
 from .step_control import StepControl
+from .integrate import max_step_unresolved
 
 __all__ = ["per_sample_loop", "PerSampleRun", "per_sample_norm", "check_per_sample"]
 
@@ -239,6 +240,8 @@ def per_sample_loop(stepper, field, y0: torch.Tensor, ts: Sequence[float], contr
         if any_underflow:
             b = int(torch.nonzero(underflow)[0])
             tb, hb, nonfinite = float(t[b]), float(h_used[b]), bool(last_bad[b])
+            if hb >= max_step:
+                raise max_step_unresolved(max_step, tb, eps)
             what = "the vector field kept returning NaN or inf" if nonfinite else "the error estimate kept failing"
             raise SolveError(
                 f"sample {b}: step size underflowed ({hb:.3g}) at t={tb:.6g}: {what}; the problem may be stiff or "

@@ -3,7 +3,8 @@
 The solve runs in ``scipy.integrate.solve_ivp`` (float64 NumPy arrays, on the host), calling the torch
 field once per evaluation. SciPy does not record an autograd graph, so:
 
-* with ``adjoint="direct"`` the outputs carry no gradient (forward only), as in torchdiffeq;
+* with ``adjoint="direct"`` the outputs carry no gradient (forward only; every output is detached, y(t0)
+  included), as in torchdiffeq; ``adjoint="auto"`` takes the backsolve adjoint;
 * with ``adjoint="backsolve"`` the backward solve of the augmented adjoint system runs in SciPy too, and
   gradients to ``y0``, ``t`` and the parameters are those of the continuous adjoint.
 
@@ -37,6 +38,7 @@ class ScipySolver:
 
     adaptive = True
     interp = None
+    records_graph = False  # the steps run in SciPy: backprop through them ("direct") has nothing to go through
 
     def __init__(self, solver: str = "LSODA"):
         if solver not in SOLVERS:
@@ -86,10 +88,13 @@ class ScipySolver:
             options["max_step"] = control.max_step
         if control.min_step > 0:
             options["min_step"] = control.min_step
+        # Every output is detached, y0's copy too: a y0 attached to the graph would give backprop the
+        # gradient of the first output alone, silently missing the solve's
+        y0 = y0.detach()
         if len(ts) == 1:
             return Run([y0], (y0, None))
         stops, _ = control.targets(ts[0], ts[-1])
-        outputs, y, t = [y0], y0.detach().reshape(-1).cpu().double().numpy(), ts[0]
+        outputs, y, t = [y0], y0.reshape(-1).cpu().double().numpy(), ts[0]
         direction = 1.0 if ts[-1] >= ts[0] else -1.0
         k = 1
         for stop in stops:

@@ -77,7 +77,7 @@ def solve(
             ``"backsolve"``, ``"quadrature"``, ``"reversible"``, ``"auto"`` (the fastest that fits a memory
             budget, see :class:`pyjode.Auto`), or an instance such as ``pyjode.Quadrature(...)``.
         adjoint_params: the tensors whose gradients continuous adjoints compute; defaults to
-            ``func.parameters()`` when ``func`` is an ``nn.Module``.
+            ``func.parameters()`` when ``func`` is an ``nn.Module`` (its module's when it is a method bound to one).
         backend: ``"torch"`` (default), ``"julia"`` or ``"auto"`` (Julia when available).
         stats: a :class:`pyjode.Stats` filled in place with evaluation and step counts.
         first_step: the first step of an adaptive method (default: Hairer's selection).
@@ -288,8 +288,10 @@ def _resolve_method(method, step_size):
 
 def _resolve_params(func, adjoint_params):
     if adjoint_params is None:
-        if isinstance(func, torch.nn.Module):
-            return tuple(p for p in func.parameters() if p.requires_grad)
+        # an nn.Module, or a method bound to one (``model.field``): the module's parameters
+        module = func if isinstance(func, torch.nn.Module) else getattr(func, "__self__", None)
+        if isinstance(module, torch.nn.Module):
+            return tuple(p for p in module.parameters() if p.requires_grad)
         return ()
     params = tuple(adjoint_params)
     for p in params:

@@ -300,8 +300,8 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
     with_a = scheme.levy_area == "levy"
     if with_a and bm is None:
         # Lévy area comes from a Brownian interval with Foster's approximation, as torchsde builds by default
-        bm = BrownianInterval(t0=float(ts[0]), t1=float(ts[-1]), size=shape, dtype=y0.dtype, device=y0.device,
-                              levy_area_approximation="foster")
+        bm = BrownianInterval(t0=float(ts[0]), t1=_interval_end(ts), size=shape, dtype=y0.dtype, device=y0.device,
+                              levy_area_approximation="foster", tol=_resolution(ts, dt))
     if with_a and (where == "sdeint_adjoint" or by_product):
         raise ValueError(f"{where}: method={method!r} with general noise reads the diffusion's Jacobian and is "
                          "available in sdeint with g; use 'midpoint' or 'heun' otherwise.")
@@ -313,13 +313,31 @@ def _prepare(where, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, o
                              f"rtol={rtol}, atol={atol}, dt_min={dt_min}.")
         if bm is None:
             # adaptive steps query the path at times not known in advance: a Brownian interval answers them all
-            bm = BrownianInterval(t0=float(ts[0]), t1=float(ts[-1]), size=shape, dtype=y0.dtype, device=y0.device,
+            bm = BrownianInterval(t0=float(ts[0]), t1=_interval_end(ts), size=shape, dtype=y0.dtype, device=y0.device,
+                                  tol=_resolution(ts, 0.5 * dt_min),
                                   levy_area_approximation="foster" if with_a else
                                   ("space-time" if with_u else "none"))
         p.rtol, p.atol, p.dt_min = rtol, atol, dt_min
         p.ts_list = [float(t) for t in ts.detach().cpu().double().tolist()]
     p.noise = StepNoise(bm, shape, with_u=with_u, with_a=with_a)
     return p
+
+
+def _resolution(ts: torch.Tensor, smallest: float) -> float:
+    """``tol`` for a default Brownian interval over ``ts`` whose queries are ``smallest`` long or longer: 0 (the
+    default resolution, 2**-32 of the span) when that resolves them to 1e-4, else a finer one (at most 2**-50
+    of the span; a step shorter still raises, naming tol)."""
+    span = _interval_end(ts) - float(ts[0])
+    if smallest <= 0 or smallest >= 1e4 * span / 2 ** 32:
+        return 0.0
+    return max(1e-4 * smallest, span * 2.0 ** -50)
+
+
+def _interval_end(ts: torch.Tensor) -> float:
+    """The end of a default Brownian interval over ``ts``: its last time, or, when ``ts`` holds one time
+    (no step is taken, and the path is never queried), a time after it, as an interval needs t0 < t1."""
+    t0, t1 = float(ts[0]), float(ts[-1])
+    return t1 if t1 > t0 else t0 + 1.0
 
 
 class _Complete:

@@ -261,3 +261,181 @@ def test_measurements_go_stale_when_the_steps_change():
     assert trials.next(["a", "b"], 1) is None and trials.best(["a", "b"]) == "b"
     trials.start("a")(0.5)  # the minimum is the score: noise only adds
     assert trials.best(["a", "b"]) == "a"
+
+
+# ----------------------------------------------------------------------------------------------------
+# What only the discrete gradients can do: captured tensors, and higher-order gradients.
+
+
+def _tight_budget(field, y0, t, params):
+    """A budget under direct's estimate, where the quadrature adjoint is chosen when it may be."""
+    run = _runner(field, y0, t, params)
+    run(pyjode.Auto(memory_budget=10 ** 12))  # the first solve records the steps
+    auto = pyjode.Auto(memory_budget=10 ** 12, trials=0)
+    run(auto)
+    budget = auto.estimates["direct"] - 1
+    _, stats = run(pyjode.Auto(memory_budget=budget, trials=0))
+    assert stats.adjoint.startswith("quadrature")  # with adjoint_params given
+    return budget
+
+
+def test_closure_without_adjoint_params_gets_backprops_gradient():
+    """A lambda closing over a module, without adjoint_params: every iteration's gradient is backprop's;
+    it used to come back None under the first solve's checkpointed gradient, and to raise a ValueError
+    once the quadrature adjoint was chosen."""
+    net, field, y0, _ = _problem()
+    t = torch.tensor([0.0, 12.0], dtype=F64)
+    params = tuple(net.parameters())
+    budget = _tight_budget(field, y0, t, ())  # the estimates of a field without parameters, as this one seems
+    ys = pyjode.odeint(field, y0, t, rtol=1e-6, atol=1e-8)
+    ref = torch.autograd.grad(ys.sum(), (y0, *params))
+    auto = pyjode.Auto(memory_budget=budget, trials=0)
+    for _ in range(3):
+        closure = lambda t, y: net(y)  # noqa: E731 - a new closure each iteration, as in a training loop
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(closure, y0, t, rtol=1e-6, atol=1e-8, adjoint=auto, stats=stats)
+        g = torch.autograd.grad(ys.sum(), (y0, *params))
+        assert stats.adjoint in ("direct", "checkpointed") or stats.adjoint.startswith("checkpointed(")
+        _check_gradient(g, ref, stats.adjoint)
+    # the same closure solved again: its traced record is kept, and the choice stays discrete
+    for _ in range(3):
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(field, y0, t, rtol=1e-6, atol=1e-8, adjoint=auto, stats=stats)
+        _check_gradient(torch.autograd.grad(ys.sum(), (y0, *params)), ref, stats.adjoint)
+        assert not stats.adjoint.startswith(("quadrature", "backsolve")), stats.adjoint
+
+
+def test_create_graph_keeps_to_methods_with_second_derivatives():
+    """A gradient penalty every iteration: the second derivative is backprop's throughout; once a backward
+    pass asked for a graph, the quadrature adjoint (whose backward solve has none) is no longer chosen. It
+    used to raise on the first solve (checkpointed) and then with DoubleBackwardError."""
+    net, field, y0, _ = _problem()
+    t = torch.tensor([0.0, 12.0], dtype=F64)
+    params = tuple(net.parameters())
+    budget = _tight_budget(field, y0, t, params)
+
+    def penalty_grad(adjoint):
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(field, y0, t, rtol=1e-6, atol=1e-8, adjoint=adjoint, adjoint_params=params, stats=stats)
+        (gy,) = torch.autograd.grad(ys.sum(), y0, create_graph=True)
+        return torch.autograd.grad((gy ** 2).sum(), params), stats
+
+    fresh = lambda t, y: net(y)  # noqa: E731 - a field auto has no record of
+    field = fresh
+    ref, _ = penalty_grad("direct")
+    auto = pyjode.Auto(memory_budget=budget, trials=0)
+    labels = []
+    for _ in range(4):
+        g, stats = penalty_grad(auto)
+        labels.append(stats.adjoint)
+        _check_gradient(g, ref, stats.adjoint)
+    assert labels[0] == "checkpointed" and not any(x.startswith(("quadrature", "backsolve")) for x in labels)
+
+
+@pytest.mark.parametrize("method", ["kvaerno5", "radauIIA5", "adams"])
+def test_methods_checkpointed_cannot_step_use_the_other_candidates(method):
+    """Implicit and Adams methods: auto chooses among the candidates that accept them (direct, and the
+    continuous adjoints where they apply), and every gradient is direct's within the adjoint's tolerance. It
+    used to refuse them with checkpointed's error."""
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    field = lambda t, y: net(y)  # noqa: E731
+    params = tuple(net.parameters())
+    y0 = torch.randn(4, 3, dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    m = pyjode.Adams() if method == "adams" else method
+
+    def run(adjoint):
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(field, y0, t, method=m, rtol=1e-6, atol=1e-8, adjoint=adjoint, adjoint_params=params,
+                           stats=stats)
+        return torch.autograd.grad(ys.sum(), (y0, *params)), stats
+
+    ref, _ = run("direct")
+    labels = set()
+    for budget in (10 ** 12, 10 ** 4):  # room for direct, then too little for it
+        auto = pyjode.Auto(memory_budget=budget, trials=0)
+        for _ in range(2):
+            g, stats = run(auto)
+            labels.add(stats.adjoint)
+            _check_gradient(g, ref, stats.adjoint)
+    assert "direct" in labels and not any(x.startswith("checkpointed") for x in labels), labels
+    assert "backsolve" in auto.costs and "checkpointed" not in auto.costs, auto.costs
+    if method != "adams":  # a continuous adjoint where direct does not fit
+        assert labels - {"direct"}, labels
+
+
+def test_closure_over_a_tensor_computed_outside_the_solve():
+    """A hypernetwork's weight, computed from a leaf before the solve, used by a closure: auto's checkpointed
+    gradient reaches the leaf through that graph at every step and equals backprop's. It used to free the
+    graph after the first step and fail with autograd's 'backward through the graph a second time'."""
+    torch.manual_seed(6)
+    z = torch.randn(3, 3, dtype=F64, requires_grad=True)
+    y0 = torch.randn(4, 3, dtype=F64, requires_grad=True)
+    t = torch.linspace(0.0, 1.0, 4, dtype=F64)
+    auto = pyjode.Auto(trials=0)
+
+    def grads(adjoint):
+        W = torch.tanh(z) @ z  # a fresh graph each iteration, as a hypernetwork makes one
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(lambda t, y: torch.tanh(y @ W), y0, t, rtol=1e-6, atol=1e-8, adjoint=adjoint, stats=stats)
+        return torch.autograd.grad((ys ** 2).sum(), (y0, z)), stats
+
+    ref, _ = grads("direct")
+    for _ in range(3):
+        g, stats = grads(auto)
+        _check_gradient(g, ref, stats.adjoint)
+        assert stats.adjoint in ("direct", "checkpointed") or stats.adjoint.startswith("checkpointed(")
+
+
+def test_first_gradient_penalty_after_a_continuous_choice():
+    """auto has chosen the quadrature adjoint for a field (first-order training so far); the first gradient
+    penalty then gets a differentiable gradient (backprop's, recomputed) instead of a DoubleBackwardError, and
+    later solves of the field keep to the discrete gradients."""
+    net, field, y0, _ = _problem()
+    t = torch.tensor([0.0, 12.0], dtype=F64)
+    params = tuple(net.parameters())
+    budget = _tight_budget(field, y0, t, params)
+    auto = pyjode.Auto(memory_budget=budget, trials=0)
+
+    def penalty_grad(adjoint):
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(field, y0, t, rtol=1e-6, atol=1e-8, adjoint=adjoint, adjoint_params=params, stats=stats)
+        (gy,) = torch.autograd.grad(ys.sum(), y0, create_graph=True)
+        return (gy, *torch.autograd.grad((gy ** 2).sum(), params)), stats
+
+    ref, _ = penalty_grad("direct")
+    g, stats = penalty_grad(auto)
+    assert stats.adjoint.startswith("quadrature")
+    for a, b in zip(g, ref):  # sum(ys) is linear in ys: the whole chain is backprop's, to rounding
+        assert rel_error(a, b) < 1e-10
+    g, stats = penalty_grad(auto)
+    assert not stats.adjoint.startswith(("quadrature", "backsolve"))
+    for a, b in zip(g, ref):
+        assert rel_error(a, b) < 1e-10
+
+
+def test_first_gradient_penalty_after_the_reversible_choice():
+    """The same for a pyjode.Reversible method, where auto's smallest-memory choice is the reversible adjoint:
+    the gradient penalty's derivative equals backprop's through the same steps to rounding."""
+    torch.manual_seed(8)
+    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    field = lambda t, y: net(y)  # noqa: E731
+    y0 = torch.randn(2, 2, dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    params = tuple(net.parameters())
+    kw = dict(method=pyjode.Reversible("rk4"), step_size=0.01, adjoint_params=params)
+
+    def penalty_grad(adjoint):
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(field, y0, t, adjoint=adjoint, stats=stats, **kw)
+        (gy,) = torch.autograd.grad(ys.sum(), y0, create_graph=True)
+        return (gy, *torch.autograd.grad((gy ** 2).sum(), params)), stats
+
+    auto = pyjode.Auto(memory_budget=1, trials=0)  # nothing fits: the smallest estimate is taken
+    torch.autograd.grad(pyjode.odeint(field, y0, t, adjoint=auto, **kw).sum(), params)  # the record
+    ref, _ = penalty_grad("direct")
+    g, stats = penalty_grad(auto)
+    assert stats.adjoint == "reversible", auto.estimates
+    for a, b in zip(g, ref):
+        assert rel_error(a, b) < 1e-10

@@ -94,3 +94,24 @@ def test_bad_end_values_are_refused():
         BrownianInterval(0.0, 1.0, size=(2, 3), W=torch.zeros(5))
     with pytest.raises(ValueError, match="levy_area_approximation='space-time'"):
         BrownianInterval(0.0, 1.0, W=torch.zeros(3), H=torch.zeros(3))
+
+
+def test_a_query_shorter_than_the_default_resolution_raises_and_tol_resolves_it():
+    """With the default resolution (2**-32 of the span) a query of 1e-11 used to round to length 0 and return
+    a zero increment, and one of 1e-9 to a length up to 23% off (its variance as far off), silently. A query
+    whose length is off by more than 1% now raises a ValueError naming tol; with tol the tree is deep enough
+    and the variance is h."""
+    bm = BrownianInterval(0.0, 1.0, size=(20000,), dtype=torch.float64, entropy=1)
+    for h in (1e-11, 1e-9):
+        with pytest.raises(ValueError, match=r"too short for the path's resolution.*tol="):
+            bm(0.3, 0.3 + h)
+    # a length the dyadic points carry exactly, an ordinary one, and a floating-point sliver (a step grid
+    # accumulated just short of an output time) are answered
+    assert bm(0.5, 0.5 + 2.0 ** -32).abs().max() > 0
+    assert bm(1.0 - 4e-16, 1.0).abs().max() == 0
+    w = bm(0.3, 0.301)
+    assert abs(w.var().item() / 1e-3 - 1) < 0.05
+    fine = BrownianInterval(0.0, 1.0, size=(20000,), dtype=torch.float64, entropy=1, tol=1e-14)
+    for h in (1e-11, 1e-9):
+        w = fine(0.3, 0.3 + h)
+        assert abs(w.var().item() / h - 1) < 0.05  # N(0, h): the sample variance within 5% (std 1%)

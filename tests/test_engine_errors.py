@@ -167,3 +167,21 @@ def test_finite_time_blow_up_raises():
         pyjode.odeint(lambda t, y: y * y, torch.ones(1, dtype=F64), torch.tensor([0.0, 2.0], dtype=F64),
                       max_steps=2000)
     assert 0.9 < _reported_t(str(err.value)) <= 1.0
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_max_step_below_the_time_resolution_is_named(per_sample, dtype):
+    """max_step shorter than the times can resolve: the error names max_step and the fix; it used to say
+    that the error estimate kept failing and suggest looser tolerances."""
+    y0 = torch.ones(2, 1, dtype=dtype)
+    with pytest.raises(pyjode.SolveError, match=r"max_step=1e-20 is below the resolution.*raise max_step") as info:
+        pyjode.odeint(lambda t, y: -y, y0, torch.tensor([0.0, 1.0], dtype=dtype), max_step=1e-20,
+                      per_sample=per_sample)
+    assert info.value.cause == "max_step"
+    # a max_step the times do resolve is honoured: exactly ceil(span / max_step) steps per sample
+    stats = pyjode.Stats()
+    ys = pyjode.odeint(lambda t, y: -y, y0, torch.tensor([0.0, 1.0], dtype=dtype), max_step=0.01, stats=stats,
+                       per_sample=per_sample)
+    assert stats.steps_forward == 100 * (y0.shape[0] if per_sample else 1)
+    torch.testing.assert_close(ys[-1], y0 * math.exp(-1.0))

@@ -121,3 +121,52 @@ def test_a_recorded_graph_changes_no_step_nor_value(method, dtype, tol):
     torch.testing.assert_close(ys.detach(), ys_plain, rtol=0, atol=eps)
     torch.testing.assert_close(ys_again.detach(), ys_plain, rtol=0, atol=eps)
     torch.testing.assert_close(g_again, g, rtol=16 * torch.finfo(dtype).eps, atol=0)
+
+
+BATCHED_ADJOINTS = {
+    "checkpointed": dict(adjoint="checkpointed", rtol=1e-10, atol=1e-12),
+    "backsolve": dict(adjoint="backsolve", rtol=1e-10, atol=1e-12),
+    "quadrature": dict(adjoint="quadrature", rtol=1e-10, atol=1e-12),
+    "reversible": dict(adjoint="reversible", method=pyjode.Reversible("rk4"), step_size=0.02),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BATCHED_ADJOINTS))
+def test_batched_backward_is_refused_by_name_and_row_by_row_works(name):
+    """jacobian(vectorize=True) and grad(is_grads_batched=True) run the backward pass under vmap: every adjoint
+    refuses it with a TypeError naming it and the fix (it used to fail inside with vmap's 'Batching rule not
+    implemented for aten::detach' or an in-place add_ error); row by row the Jacobian is exp(A)."""
+    A = torch.tensor([[-0.5, 1.0], [-1.0, -0.3]], dtype=F64)
+    kw = BATCHED_ADJOINTS[name]
+    solve = lambda y: pyjode.odeint(lambda t, y: y @ A.T, y0=y, t=[0.0, 1.0], **kw)[-1]  # noqa: E731
+    y0 = torch.tensor([1.0, 2.0], dtype=F64)
+    with pytest.raises(TypeError, match=rf"adjoint='{name}' cannot run a batched backward pass.*vectorize=False"):
+        torch.autograd.functional.jacobian(solve, y0, vectorize=True)
+    y = y0.clone().requires_grad_()
+    with pytest.raises(TypeError, match="is_grads_batched=False"):
+        torch.autograd.grad(solve(y), y, torch.eye(2, dtype=F64), is_grads_batched=True)
+    J = torch.autograd.functional.jacobian(solve, y0)
+    torch.testing.assert_close(J, torch.linalg.matrix_exp(A), rtol=1e-8, atol=1e-9)
+
+
+def test_batched_backward_of_the_sde_adjoint_is_refused_by_name():
+    import pyjode.torchsde as pts
+
+    class OU(torch.nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+
+        def f(self, t, y):
+            return -y
+
+        def g(self, t, y):
+            return 0.2 * torch.ones_like(y)
+
+    y0 = torch.ones(1, 2, dtype=F64, requires_grad=True)
+    ys = pts.sdeint_adjoint(OU(), y0, torch.tensor([0.0, 1.0], dtype=F64), dt=0.1, method="euler",
+                            adjoint_params=())
+    with pytest.raises(TypeError, match="batched backward"):
+        torch.autograd.grad(ys[-1], y0, torch.eye(2, dtype=F64).view(2, 1, 2), is_grads_batched=True)
+    # one row at a time: the deterministic part exp(-1) of d y(1) / d y0 (additive noise)
+    (g,) = torch.autograd.grad(pts.sdeint_adjoint(OU(), y0, torch.tensor([0.0, 1.0], dtype=F64), dt=0.001,
+                                                  method="euler", adjoint_params=())[-1, 0, 0], y0)
+    torch.testing.assert_close(g, torch.tensor([[math.exp(-1.0), 0.0]], dtype=F64), rtol=2e-3, atol=1e-12)

@@ -150,6 +150,36 @@ def test_scipy_solver_backsolve_gradients_are_exact():
     torch.testing.assert_close(f.A.grad, A_ref.grad, rtol=1e-7, atol=1e-9)
 
 
+def test_scipy_solver_direct_outputs_carry_no_partial_gradient():
+    """With adjoint="direct" SciPy's solve records no graph: every output, y(t0) included, is detached, as
+    in torchdiffeq. The first output used to stay attached to y0, so backprop returned the gradient of that
+    output alone (here 1 for each element of y0), silently missing the solve's."""
+    A, y0 = linear_problem()
+    y0 = y0.clone().requires_grad_(True)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    ys = pyjode.odeint(lambda t, y: A @ y, y0, t, method=pyjode.ScipySolver("RK45"), rtol=1e-9, atol=1e-11)
+    assert not ys.requires_grad
+    torch.testing.assert_close(ys[-1], torch.linalg.matrix_exp(A) @ y0.detach(), rtol=1e-6, atol=1e-8)
+
+
+def test_scipy_solver_under_auto_gets_the_continuous_adjoint():
+    """adjoint="auto" with a SciPy method (no graph, no checkpointed steps): the backsolve adjoint, whose
+    gradient is the matrix exponential's; auto used to refuse the method."""
+    A, y0 = linear_problem()
+    A = A.clone().requires_grad_(True)
+    y0 = y0.clone().requires_grad_(True)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    (ref_A, ref_y0) = torch.autograd.grad((torch.linalg.matrix_exp(A) @ y0).pow(2).sum(), (A, y0))
+    for _ in range(3):  # the first solve, then with a record
+        stats = pyjode.Stats()
+        ys = pyjode.odeint(lambda t, y: A @ y, y0, t, method=pyjode.ScipySolver("DOP853"), rtol=1e-11, atol=1e-12,
+                           adjoint="auto", stats=stats)
+        g_A, g_y0 = torch.autograd.grad(ys[-1].pow(2).sum(), (A, y0))
+        assert stats.adjoint == "backsolve"
+        torch.testing.assert_close(g_A, ref_A, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(g_y0, ref_y0, rtol=1e-7, atol=1e-9)
+
+
 def test_scipy_solver_refuses_what_it_cannot_honour():
     A, y0 = linear_problem()
     t = torch.tensor([0.0, 1.0], dtype=F64)

@@ -498,3 +498,35 @@ def test_log_ode_general_noise_matches_torchsde():
                                rtol=0, atol=1e-13)
     ours = pts.sdeint(sde, y0, ts, method="log_ode", dt=0.05)  # default path: a Foster Brownian interval
     assert ours.shape == (5, 4, 3) and bool(torch.isfinite(ours).all())
+
+
+@pytest.mark.parametrize("call", ["sdeint", "adaptive", "logqp", "extra", "adjoint", "adjoint_logqp",
+                                  "adjoint_reversible_heun"])
+def test_a_single_output_time_returns_y0_as_torchsde_does(call):
+    """ts of one time: torchsde returns y0 (and no KL increments); pyjode.torchsde used to raise an
+    IndexError from inside its step loop, to reject the default Brownian interval of the adaptive path, and,
+    through the adjoint SDE, to return twice y0's gradient."""
+    sde = Net("diagonal", "stratonovich" if "reversible" in call or call == "extra" else "ito").double()
+    y0 = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    ts = torch.tensor([0.5], dtype=torch.float64)
+    kw = dict(dt=0.1)
+    if "logqp" in call:
+        kw.update(logqp=True, names={"prior_drift": "h"})
+    if "reversible" in call or call == "extra":
+        kw.update(method="reversible_heun")
+    if call == "adaptive":
+        kw.update(adaptive=True)
+    if call == "extra":
+        kw.update(extra=True)
+    out = (pts.sdeint_adjoint if call.startswith("adjoint") else pts.sdeint)(sde, y0, ts, **kw)
+    ys = out[0] if isinstance(out, tuple) else out
+    assert ys.shape == (1, 4, 3) and torch.equal(ys[0], y0)
+    if "logqp" in call:
+        assert out[1].shape == (0, 4)
+    if call == "extra":  # reversible Heun's (f, g, z) at t0
+        f0, g0, z0 = out[1]
+        torch.testing.assert_close(z0, y0.detach())
+        torch.testing.assert_close(f0, sde.f(ts[0], y0).detach())
+    w = torch.randn(1, 4, 3, dtype=torch.float64)
+    (g,) = torch.autograd.grad((ys * w).sum(), y0)
+    torch.testing.assert_close(g, w[0])  # d(w . y0)/dy0, exactly

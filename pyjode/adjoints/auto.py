@@ -64,6 +64,14 @@ each plus ``2 P`` (``P`` the parameters' bytes): their gradient and the VJP bein
 every method holds at its peak (see ``pyjode/adjoints/param_sink.py``). ``k`` is given to ``Quadrature`` only
 when the budget binds; otherwise its default cap (a call's activations about a quarter of ``P``) applies.
 
+**Discrete only.** The continuous adjoints (quadrature, backsolve, reversible) differentiate ``y`` and the
+parameters alone, and give first-order gradients only. So when ``adjoint_params`` is not given and one traced
+evaluation finds the field using other tensors that require grad (a closure's), and once a backward pass
+through a solve of the field has asked for a graph (``create_graph=True``: a gradient penalty), only direct
+and the checkpointed variants are candidates; they differentiate the captured tensors, and to any order. A
+gradient penalty that comes after auto chose the quadrature, backsolve or reversible adjoint for a field gets,
+in that backward pass, backprop's differentiable gradient of the same discrete solve (recomputed under autograd).
+
 The first solve of a field, with no record, uses ``checkpointed``: its forward pass is the graph-free solve
 that counts the steps, and its memory is states only.
 
@@ -81,13 +89,14 @@ from __future__ import annotations
 import logging
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from ..reversible import Reversible
 from .auto_trials import Trials, timed
+from .backward_checks import captured_tensors
 from .base import GradientMethod, SolveSpec
 from .checkpointed import Checkpointed
 from .direct import Direct
@@ -100,6 +109,11 @@ logger = logging.getLogger("pyjode")
 _ACTIVATIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _HISTORY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _TRIALS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # {history key: Trials}
+# Per field: {"captures": bool} (whether it uses tensors besides y and its parameters), {"graph": True} once a
+# backward pass through one of its solves asked for a differentiable gradient (create_graph=True)
+_TRAITS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+#: the candidates that differentiate what backprop would, to any order: the discrete gradients
+_DISCRETE = ("direct", "checkpointed", "bounded")
 
 
 def _per_field(table, func) -> Optional[dict]:
@@ -179,15 +193,19 @@ class Auto(GradientMethod):
         self.measured: Dict[str, float] = {}  # seconds per forward evaluation, when the last choice was measured
 
     def check_method(self, method) -> None:
-        Checkpointed().check_method(method)
+        """Every method has a candidate: direct backprop steps through anything that steps under autograd;
+        the others are candidates where they accept the method (checkpointed, for one, needs a Runge–Kutta
+        method or pyjode.Reversible; the implicit, Adams and scipy methods are left to the rest)."""
 
     def budget(self, like: torch.Tensor) -> int:
         if self.memory_budget is not None:
             return self.memory_budget
         return int(self.budget_fraction * free_memory(like.device))
 
-    def choose(self, spec: SolveSpec) -> Tuple[GradientMethod, str, Optional[Callable[[float], None]]]:
-        """The method for this solve, why, and where to report its measured time (None: not measured)."""
+    def choose(self, spec: SolveSpec, discrete: str = "") -> Tuple[GradientMethod, str,
+                                                                     Optional[Callable[[float], None]]]:
+        """The method for this solve, why, and where to report its measured time (None: not measured).
+        ``discrete``, when not empty, says why only the discrete gradients (direct, checkpointed) may be used."""
         self.measured = {}
         if not torch.is_grad_enabled():
             return Direct(), "no gradient wanted", None
@@ -197,9 +215,20 @@ class Auto(GradientMethod):
         history = _per_field(_HISTORY, spec.func)
         record = None if history is None else history.get(key)
         if record is None:
+            if not _accepts(Checkpointed(), spec.method):
+                if not getattr(spec.method, "records_graph", True):
+                    from .backsolve import Backsolve
+
+                    return Backsolve(), "first solve of this field, whose method records no graph: the continuous " \
+                                        "adjoint", None
+                return Direct(), "first solve of this field, whose method checkpointed cannot step: direct counts " \
+                                 "the steps", None
             return Checkpointed(), "first solve of this field: its graph-free forward pass counts the steps", None
         budget = self.budget(y0)
-        candidates = self._candidates(spec, key, record, budget)
+        candidates = [c for c in self._candidates(spec, key, record, budget) if _accepts(c.method, spec.method)
+                      and (c.kind != "direct" or getattr(spec.method, "records_graph", True))]
+        if discrete:  # (a method no discrete gradient can take keeps the rest, which say what they cannot do)
+            candidates = [c for c in candidates if c.kind in _DISCRETE] or candidates
         self.estimates = {c.label: c.need for c in candidates}
         self.costs = {c.label: c.cost for c in candidates}
         fitting = [c for c in sorted(candidates, key=lambda c: c.cost) if c.need <= budget]  # stable sort
@@ -226,7 +255,7 @@ class Auto(GradientMethod):
                                   f"{self.measured}); estimated {c.need} bytes of a {budget}-byte budget"), None
         c = fitting[0]
         return c.method, (f"{c.label} is the fastest that fits (predicted {c.cost} evaluations): estimated "
-                          f"{c.need} bytes of a {budget}-byte budget"), None
+                          f"{c.need} bytes of a {budget}-byte budget" + (f"; {discrete}" if discrete else "")), None
 
     def _candidates(self, spec: SolveSpec, key: tuple, record: tuple, budget: int) -> List["_Candidate"]:
         """Every candidate with its estimated memory (bytes) and predicted time (field evaluations), in the
@@ -262,15 +291,17 @@ class Auto(GradientMethod):
         if isinstance(spec.method, Reversible):
             candidates.append(_Candidate("reversible", ReversibleAdjoint(), 2 * evals * per_eval + n_out * x,
                                          nfe + 4 * accepted))
-        elif _accepts(Quadrature(), spec.method):
-            most = max(1, 2 ** 14 // max(y0.numel(), 1))  # Quadrature's own bound on nodes per call
-            k = max(1, min(most, int((budget - 4 * n_out * x - 2 * p_bytes) // max(a, 1)) - 2))
+        elif _accepts(Backsolve(), spec.method):
             backward = max(accepted, (n_out - 1) * (evals + 3))
-            nodes = backward * _nodes_per_step(spec.method) / max(evals, 1)
-            # when the budget does not bind, Quadrature's default also caps a call's activations by the
-            # parameters' size
-            quad = Quadrature(max_nodes_per_call=k if k < most else None)
-            candidates.append(_Candidate("quadrature", quad, (k + 2) * a + 4 * n_out * x, nfe + 2 * backward + nodes))
+            if _accepts(Quadrature(), spec.method):
+                most = max(1, 2 ** 14 // max(y0.numel(), 1))  # Quadrature's own bound on nodes per call
+                k = max(1, min(most, int((budget - 4 * n_out * x - 2 * p_bytes) // max(a, 1)) - 2))
+                nodes = backward * _nodes_per_step(spec.method) / max(evals, 1)
+                # when the budget does not bind, Quadrature's default also caps a call's activations by the
+                # parameters' size
+                quad = Quadrature(max_nodes_per_call=k if k < most else None)
+                candidates.append(_Candidate("quadrature", quad, (k + 2) * a + 4 * n_out * x,
+                                             nfe + 2 * backward + nodes))
             # the augmented state [y, a, a_θ] of z bytes; the stepper's stages and temporaries hold about
             # (2 s + 9) of them (s stages; measured 17 z for bosh3, 23 z for dopri5, 37 z for dopri8)
             z = 2 * x + p_bytes
@@ -291,8 +322,43 @@ class Auto(GradientMethod):
             trials = table[key] = Trials(steps)
         return trials
 
+    def _discrete_only(self, spec: SolveSpec) -> Tuple[SolveSpec, str]:
+        """Whether this solve must use a discrete gradient, and why (empty: it need not); and the spec to
+        solve with. The continuous adjoints differentiate ``y`` and the parameters only and give
+        first-order gradients only, so they are left out for a field that uses other tensors requiring grad
+        (captured by a closure: the discrete gradients find and differentiate them) and for a field whose
+        gradients were asked for with ``create_graph=True`` before (a gradient penalty, a Hessian)."""
+        if not torch.is_grad_enabled():
+            return spec, ""
+        traits = _per_field(_TRAITS, spec.func)
+        reasons = []
+        if traits is not None and traits.get("graph"):
+            reasons.append("an earlier backward pass asked for higher-order gradients (create_graph=True)")
+        if not spec.params_given:
+            if traits is not None and traits.get("captures") is False:
+                spec = replace(spec, params_given=True)  # traced before: the parameters are all it uses
+            else:
+                captured = tuple(captured_tensors(spec.func, spec.ts[0], spec.y0, spec.params))
+                if traits is not None:
+                    traits["captures"] = bool(captured)
+                # the discrete gradients differentiate the captured tensors as inputs of their own
+                spec = replace(spec, params=tuple(spec.params) + captured, params_given=True)
+                if captured:
+                    reasons.append(f"the field uses {len(captured)} tensor(s) requiring grad besides its parameters "
+                                   f"(captured by a closure), which only the discrete gradients differentiate")
+        return spec, "; ".join(reasons)
+
     def solve(self, spec: SolveSpec) -> torch.Tensor:
-        method, why, report = self.choose(spec)
+        given = spec
+        spec, discrete = self._discrete_only(spec)
+        method, why, report = self.choose(spec, discrete)
+        if method.name in ("quadrature", "backsolve", "reversible"):
+            # a backward pass with a graph (a gradient penalty auto has not seen yet) gets backprop's
+            # differentiable gradient from the continuous adjoint's function instead of a refusal
+            method.graph_fallback = True
+        if isinstance(method, Checkpointed) and len(spec.params) > len(given.params):
+            # checkpointed finds the captured tensors itself, and knows to keep the graphs that lead to them
+            spec = given
         method.check_method(spec.method)
         self.choice = method
         self.measuring = report is not None
@@ -306,6 +372,9 @@ class Auto(GradientMethod):
         else:
             ys = timed(lambda: method.solve(spec), spec.y0.device, lambda: stats.nfe_forward - before[0], report)
         stats.adjoint = name
+        traits = _per_field(_TRAITS, spec.func)
+        if traits is not None and not traits.get("graph") and ys.requires_grad:
+            ys = _GraphWatch.apply(ys, traits)
         steps = stats.steps_forward - before[1]
         history = _per_field(_HISTORY, spec.func)
         if history is not None and steps > 0:
@@ -318,6 +387,22 @@ class Auto(GradientMethod):
     def __repr__(self) -> str:
         return (f"pyjode.Auto(memory_budget={self.memory_budget}, budget_fraction={self.budget_fraction}, "
                 f"trials={self.trials})")
+
+
+class _GraphWatch(torch.autograd.Function):
+    """The identity on the solve's outputs; its backward pass notes in the field's traits whether it runs
+    with a graph (``create_graph=True``), so that later solves of the field use a method that can give one."""
+
+    @staticmethod
+    def forward(ctx, ys, traits):
+        ctx.traits = traits
+        return ys.clone()  # not a view: the caller may write into the outputs
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            ctx.traits["graph"] = True
+        return grad, None
 
 
 @dataclass

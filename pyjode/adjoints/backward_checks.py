@@ -18,7 +18,7 @@ import torch
 
 from ..errors import SolveError
 
-__all__ = ["check_no_captured_tensors", "nonfinite_gradient"]
+__all__ = ["captured_tensors", "check_no_captured_tensors", "nonfinite_gradient"]
 
 
 def _graph_leaves(root) -> list:
@@ -36,16 +36,23 @@ def _graph_leaves(root) -> list:
     return leaves
 
 
-def check_no_captured_tensors(func: Callable, t: float, y: torch.Tensor, params: Sequence[torch.Tensor],
-                              name: str) -> None:
-    """Raise if ``func(t, y)`` depends on a tensor that requires grad and is not among ``params``."""
+def captured_tensors(func: Callable, t: float, y: torch.Tensor, params: Sequence[torch.Tensor]) -> list:
+    """The leaf tensors that require grad, that ``func(t, y)`` depends on and that are neither ``y`` nor among
+    ``params`` (tensors a closure captures, or the parameters of the module behind a bound method); one
+    evaluation of ``func`` under autograd, traced back to its leaves."""
     with torch.enable_grad():
         yg = y.detach().requires_grad_(True)
         f = func(torch.full((), t, dtype=y.dtype, device=y.device), yg)
     if not isinstance(f, torch.Tensor) or f.grad_fn is None:
-        return
+        return []
     known = {id(p) for p in params} | {id(yg)}
-    missed = [v for v in _graph_leaves(f.grad_fn) if id(v) not in known]
+    return [v for v in _graph_leaves(f.grad_fn) if id(v) not in known]
+
+
+def check_no_captured_tensors(func: Callable, t: float, y: torch.Tensor, params: Sequence[torch.Tensor],
+                              name: str) -> None:
+    """Raise if ``func(t, y)`` depends on a tensor that requires grad and is not among ``params``."""
+    missed = captured_tensors(func, t, y, params)
     if missed:
         shapes = ", ".join(str(tuple(v.shape)) for v in missed[:4])
         raise ValueError(

@@ -40,18 +40,19 @@ graph bookkeeping, and no backward tolerance to choose.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from ..integrate import Counter, CountingField, integrate
-from ..errors import refuse_double_backward
 from ..reversible import Reversible
 from ..stepper import Stepper
 from ..tableau import ButcherTableau
 from .base import (GradientMethod, SolveSpec, make_stepper, record_backward, record_forward,
                    run_method)
+from .backward_checks import captured_tensors
+from ..function_transforms import check_batched_backward
 from .param_sink import sink_field
 
 __all__ = ["Checkpointed"]
@@ -138,7 +139,7 @@ class _Recording(Stepper):
 
 class _CheckpointedFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, method, spec, y0, *params):
+    def forward(ctx, method, spec, retain, y0, *params):
         counter = Counter()
         stepper = make_stepper(spec.method, y0)
         rec = _Recording(stepper, method.checkpoints)
@@ -162,27 +163,29 @@ class _CheckpointedFunction(torch.autograd.Function):
         ctx.save_for_backward(y0, *flat)
         ctx.method, ctx.spec, ctx.stepper, ctx.layout = method, spec, stepper, layout
         ctx.steps, ctx.stride, ctx.t_init = rec.steps, rec.stride, rec.t_init
+        ctx.retain = retain
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys):
+        check_batched_backward("checkpointed", grad_ys)
         y0, *flat = ctx.saved_tensors
+        spec = ctx.spec
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must itself be differentiable
+            return (None, None, None, *differentiable_vjp(spec, y0, grad_ys))
         states, it = {}, iter(flat)
         for k, is_tuple, present in ctx.layout:
             parts = [next(it) if p else None for p in present]
             states[k] = tuple(parts) if is_tuple else parts[0]
-        spec = ctx.spec
         counter = Counter()
         grad_params = [torch.zeros_like(p) for p in spec.params]
         # large parameters: each evaluation's parameter VJP goes straight into grad_params (param_sink.py)
         sink = sink_field(spec.func, spec.params, grad_params)
         field = CountingField(spec.func if sink is None else sink, counter)
         grad_y0 = _backward_sweep(ctx.stepper, field, spec.params, y0, ctx.t_init, ctx.steps, states, ctx.stride,
-                                  grad_ys, counter, grad_params, sink)
+                                  grad_ys, counter, grad_params, sink, retain=ctx.retain)
         record_backward(spec.stats, counter)
-        # Each step's VJP is taken without a graph: under create_graph=True the first derivative is right, and
-        # a second derivative through it is refused by name rather than silently missing terms.
-        return (None, None, *refuse_double_backward("checkpointed", "", (grad_y0, *grad_params), (y0, *spec.params)))
+        return (None, None, None, grad_y0, *grad_params)
 
 
 def _output_slots(steps: List[StepRecord]) -> List[Tuple[int, int, bool]]:
@@ -195,13 +198,30 @@ def _output_slots(steps: List[StepRecord]) -> List[Tuple[int, int, bool]]:
     return slots
 
 
+def differentiable_vjp(spec: SolveSpec, y0: torch.Tensor, grad_ys: torch.Tensor) -> list:
+    """The VJP with a graph, for ``create_graph=True`` (a gradient penalty, a Hessian-vector product): the
+    stored states are constants, so the second derivative cannot pass through them. The same discrete
+    solution (the same accepted steps: the solve is deterministic) is recomputed under autograd from ``y0``
+    and the parameters, and differentiated with ``create_graph=True``, which is ``adjoint="direct"``'s
+    gradient, its memory included, for this backward pass only."""
+    counter = Counter()
+    ys = torch.stack(run_method(spec.method, spec.func, y0, spec.ts, spec.control, counter=counter).ys)
+    record_backward(spec.stats, counter)
+    inputs = (y0, *spec.params)
+    wanted = [x for x in inputs if x.requires_grad]
+    grads = iter(torch.autograd.grad(ys, wanted, grad_ys, create_graph=True, allow_unused=True) if wanted else ())
+    return [next(grads) if x.requires_grad else None for x in inputs]
+
+
 def _backward_sweep(stepper: Stepper, field, params, y0, t_init, steps, states, stride, grad_ys, counter,
-                    grad_params, sink):
+                    grad_params, sink, retain: bool = False):
     """Reverse over the steps: recompute each under autograd from its start state, backpropagate into
     ``(start state, params)``, adding dL/dθ into ``grad_params``. Returns dL/dy0.
 
     With a ``sink`` the field adds its parameter VJPs into ``grad_params`` itself, and only the sink's
-    anchor is asked for in place of the parameters."""
+    anchor is asked for in place of the parameters. ``retain`` keeps the graphs the VJPs pass through
+    (needed when a differentiated tensor is reached through a graph built outside the solve, which every
+    step's VJP traverses again)."""
     wrt = (sink.anchor,) if sink is not None else tuple(params)
     slots = _output_slots(steps)
     grad_y0 = None
@@ -246,7 +266,7 @@ def _backward_sweep(stepper: Stepper, field, params, y0, t_init, steps, states, 
                         if x is not None and c is not None and x.requires_grad:
                             outs.append(x)
                             cots.append(c)
-                grads = _vjp(outs, cots, leaves + wrt)
+                grads = _vjp(outs, cots, leaves + wrt, retain)
             if sink is None:
                 for acc, g in zip(grad_params, grads[len(leaves):]):
                     if g is not None:
@@ -261,11 +281,12 @@ def _backward_sweep(stepper: Stepper, field, params, y0, t_init, steps, states, 
     return grad_ys[0] if grad_y0 is None else grad_y0 + grad_ys[0]
 
 
-def _vjp(outs, cots, inputs):
+def _vjp(outs, cots, inputs, retain: bool = False):
     live = [(o, c) for o, c in zip(outs, cots) if o.requires_grad]
     if not live:
         return (None,) * len(inputs)
-    return torch.autograd.grad([o for o, _ in live], inputs, [c for _, c in live], allow_unused=True)
+    return torch.autograd.grad([o for o, _ in live], inputs, [c for _, c in live], allow_unused=True,
+                               retain_graph=retain)
 
 
 class Checkpointed(GradientMethod):
@@ -277,9 +298,10 @@ class Checkpointed(GradientMethod):
     Works with every explicit Runge–Kutta method (fixed-step or adaptive, with or without dense output)
     and with :class:`pyjode.Reversible`. Gradients flow to ``y0`` and to the parameters
     (``adjoint_params``, or ``func.parameters()``), not to ``t``: detach ``t`` or use
-    ``adjoint="direct"`` for time gradients. A first derivative may be taken with ``create_graph=True``;
-    differentiating it again raises :class:`pyjode.DoubleBackwardError` (use ``adjoint="direct"`` for
-    second derivatives such as a gradient penalty).
+    ``adjoint="direct"`` for time gradients. Without ``adjoint_params``, tensors that the field uses besides
+    those (captured by a closure) are found by one traced evaluation and differentiated as well. With
+    ``create_graph=True`` (higher-order gradients) the backward pass recomputes the solve under autograd and
+    returns direct backprop's differentiable gradient, with direct backprop's memory.
 
     Args:
         checkpoints: ``None`` (default) keeps every accepted step's start state, the fastest choice;
@@ -309,7 +331,15 @@ class Checkpointed(GradientMethod):
             ys = run_method(spec.method, spec.func, spec.y0, spec.ts, spec.control, counter=counter).ys
             record_forward(spec.stats, counter)
             return torch.stack(ys)
-        return _CheckpointedFunction.apply(self, spec, spec.y0, *spec.params)
+        captured = ()
+        if not spec.params_given:
+            # Tensors the field uses besides y and its module's parameters (captured by a closure, or the
+            # module behind a bound method) are differentiated too, as backprop would: they become inputs
+            # of the autograd function. One evaluation of the field under autograd finds them.
+            captured = tuple(captured_tensors(spec.func, spec.ts[0], spec.y0, spec.params))
+            if captured:
+                spec = replace(spec, params=tuple(spec.params) + captured)
+        return _CheckpointedFunction.apply(self, spec, bool(captured), spec.y0, *spec.params)
 
     def __repr__(self) -> str:
         return f"pyjode.Checkpointed(checkpoints={self.checkpoints})"

@@ -17,6 +17,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import SolveError, refuse_double_backward
+from ..function_transforms import check_batched_backward
 from ..integrate import Counter
 from ..start_checks import backward_failure
 from .backward_checks import all_finite, check_no_captured_tensors, nonfinite_gradient
@@ -162,6 +163,14 @@ class _ContinuousAdjointFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_ys):
         method, spec = ctx.method, ctx.spec
+        check_batched_backward(method.name, grad_ys)
+        if torch.is_grad_enabled() and getattr(method, "graph_fallback", False):
+            # chosen by adjoint="auto", not by the user: a backward pass asked for a graph (create_graph=True)
+            # gets the differentiable gradient of the discrete solution, not a DoubleBackwardError later
+            from .checkpointed import differentiable_vjp
+
+            grad_y0, *grad_params = differentiable_vjp(spec, spec.y0, grad_ys)
+            return (None, None, grad_y0, None, *grad_params)
         (ys,) = ctx.saved_tensors
         if not spec.params_given:
             check_no_captured_tensors(spec.func, spec.ts[-1], ys[-1], spec.params, method.name)

@@ -105,6 +105,15 @@ class _ReversibleSolve:
         _warn_if_reconstruction_risky(method, len(run.times) - 1, y0.dtype)
         return torch.stack(run.ys), (y0, y_end, z_end)
 
+    def graph_vjp(self, grad_ys: torch.Tensor):
+        """For a backward pass with a graph (create_graph=True) when adjoint="auto" chose this adjoint: the
+        differentiable gradient of the same discrete solve, recomputed under autograd; else None."""
+        if not getattr(self.adjoint, "graph_fallback", False):
+            return None
+        from .checkpointed import differentiable_vjp
+
+        return differentiable_vjp(self.spec, self.spec.y0, grad_ys)
+
     def backward(self, saved, grad_ys: torch.Tensor, params):
         spec, method, times = self.spec, self.spec.method, self.times
         y0, y_end, z_end = saved

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from ..function_transforms import check_batched_backward
 from ..stepper import time_maker
 from .noise_types import diffusion_and_jvp, diffusion_product
 
@@ -104,7 +105,8 @@ class AdjointSDESolve:
                 y = states[node_pos[k]]
                 if k > 0:
                     a = a + grad_states[node_pos[k]]
-        return a + grad_states[node_pos[0]], grad_params
+        # y0's own cotangent; with a single node (ts of one time) it is already the starting a
+        return (a + grad_states[node_pos[0]] if last > 0 else a), grad_params
 
 
 class SDEAdjoint(torch.autograd.Function):
@@ -121,6 +123,7 @@ class SDEAdjoint(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_states: torch.Tensor):
+        check_batched_backward("adjoint", grad_states)
         states, *params = ctx.saved_tensors
         wanted = [p for p in params if p.requires_grad]
         grad_y0, grad_params = ctx.solve.backward(states, grad_states, tuple(wanted))

@@ -41,6 +41,12 @@ LEVY_AREA_APPROXIMATIONS = ("none", "space-time", "davie", "foster")
 _CACHE_BYTES = 1 << 26
 _CACHE_MIN_ENTRIES = 8
 _MASK32 = 0xFFFFFFFF
+# With the default resolution a query whose length rounds to a length off by more than this fraction raises:
+# its increment's variance would be off by as much, silently (tol > 0 sets the resolution explicitly instead).
+# An interval shorter than _SLIVER of its times is a rounding artefact of the times themselves (a step grid
+# accumulated in floating point ending just short of an output time), not a step: it is answered as before.
+_LENGTH_RTOL = 1e-2
+_SLIVER = 1e-13
 
 
 def _split_matrix(length: float, with_h: bool) -> torch.Tensor:
@@ -78,7 +84,10 @@ class BrownianInterval:
     ``bm(ta, tb)`` is W(tb) − W(ta); ``bm(ta, tb, return_U=True)`` also returns U = ∫_ta^tb (W_s − W_ta) ds
     (needs a Lévy area approximation other than "none"); ``bm(t)`` is W(t) − W(t0). `entropy` seeds the path
     (random when None). `dt`, `pool_size`, `cache_size` and `halfway_tree` tune torchsde's data structure
-    and do not change the law here; `tol` > 0 sets the resolution (the tree's depth). `W` (and `H`) fix the
+    and do not change the law here; `tol` > 0 sets the resolution (the tree's depth). With the default `tol=0`
+    the resolution is 2**-32 of the span, and a query whose length it would change by more than 1% (one
+    shorter than about 2e-8 of the span, not on the dyadic points, and not a floating-point sliver below 1e-13
+    of its times) raises a ValueError naming `tol`. `W` (and `H`) fix the
     increment (and space-time Lévy area) over [t0, t1]; the path is then the Brownian bridge between them.
     ``return_A=True`` gives Davie's ("davie") or Foster's ("foster") approximation of the Lévy area A from
     (W, H) and a skew-symmetric Gaussian term (Davie 2014; Foster 2020, "Numerical approximations for
@@ -188,6 +197,9 @@ class BrownianInterval:
         if ta > tb:
             raise RuntimeError(f"Query times ta={ta:.3f} and tb={tb:.3f} must respect ta <= tb.")
         w, u, length = self._interval(ta, tb)
+        if self._tol == 0 and abs(length - (tb - ta)) > _LENGTH_RTOL * (tb - ta) and \
+                tb - ta > _SLIVER * max(abs(ta), abs(tb), self._end - self._start):
+            raise self._unresolved(ta, tb, length)
         out = [w.view(self._size).to(self._dtype)]
         if return_U:
             out.append(u.view(self._size).to(self._dtype))
@@ -224,6 +236,16 @@ class BrownianInterval:
         else:
             std = math.sqrt(h * h / 12)
         return a + std * noise
+
+    def _unresolved(self, ta: float, tb: float, length: float) -> ValueError:
+        """The error for a query the default resolution (2**-32 of the span) would round to a different length:
+        its increment would have the law of an interval ``length`` long instead of ``tb - ta``."""
+        resolution = (self._end - self._start) / (1 << self.depth)
+        return ValueError(
+            f"BrownianInterval: the query [{ta!r}, {tb!r}] (length {tb - ta:.3g}) is too short for the path's "
+            f"resolution {resolution:.3g} (its span over 2**{self.depth}): its increment would have the law of an "
+            f"interval {length:.3g} long. Build the path with tol=... at most {(tb - ta) * _LENGTH_RTOL:.3g} "
+            f"(a deeper tree; tol is the resolution), or query longer intervals.")
 
     def _clamp(self, t: float, name: str) -> float:
         if t < self._start or t > self._end:
