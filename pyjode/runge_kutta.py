@@ -1,11 +1,14 @@
 """One explicit Runge–Kutta step and its dense output, for any :class:`~pyjode.tableau.ButcherTableau`.
 
 The stages live in one ``(s, n)`` buffer ``K`` (``n`` = elements of the state); each stage input is a
-single fused ``addmv``:  y_i = y + h * K[:i]^T a_i.  Without autograd two buffers are allocated once and
-used in turn; under autograd each step gets a fresh one, because the graph keeps it alive. Two, because the
-state after a step holds its FSAL stage ``f = K[-1]``, a view into the buffer, and a state must stay valid
-for as long as anyone holds it (a retry after a rejection starts from it again, a checkpointing adjoint
-copies it): each step writes into the buffer that does not hold its input ``f``.
+single fused ``addmv``:  y_i = y + h * K[:i]^T a_i.  Without autograd one buffer is allocated once and
+reused by every step; under autograd each step gets a fresh one, because the graph keeps it alive. The
+state after a step holds its FSAL stage ``f``, and a state must stay valid while the next step is attempted
+(a retry after a rejection starts from it again): without autograd ``f`` is copied out of the buffer into
+one of two state-sized rows, the one the step's input ``f`` is not in. (Two whole stage buffers used in
+turn would do the same with ``s - 2`` more states of memory: 5 for dopri5, whose stage buffer is 7 states;
+it matters where the state is large, as the augmented state of the continuous adjoints, which carries the
+parameters.) A step's stages (its dense output) are valid until the next step is attempted.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class RungeKutta(Stepper):
         self.A, self.b, self.e, self._a_rows, self.c, self._interp = _coefficients(tableau, like.dtype, like.device)
         self.fsal = tableau.fsal
         self._buffers: list = []
+        self._held: list = []  # without autograd: the two rows an FSAL stage is kept in (see the docstring)
 
     def _new_buffer(self) -> tuple:
         K = torch.empty(self.tableau.stages, self.numel, **self._opts)
@@ -72,10 +76,10 @@ class RungeKutta(Stepper):
     def _stages(self, f0: Optional[torch.Tensor]):
         """``(K, K_prefix_T, K_rows)``: the stage buffer, ``K[:i].t()`` and ``K[i]`` shaped like ``y``.
 
-        Without autograd the buffers and their views are made once and reused (their contents change, the
-        views stay valid); the one returned never holds ``f0``, which may be a view of the other's last row
-        (the second is made only when a step first needs it). Under autograd each step needs a fresh
-        buffer, and no views.
+        Without autograd the buffer and its views are made once and reused (their contents change, the
+        views stay valid). ``f0`` is never in it when it comes from :meth:`step` (its FSAL stage is kept
+        outside); a caller of :meth:`advance` that passes a row of the last ``K`` as ``f0`` gets a second
+        buffer, made when first needed. Under autograd each step needs a fresh buffer, and no views.
         """
         if torch.is_grad_enabled():
             return torch.empty(self.tableau.stages, self.numel, **self._opts), None, None
@@ -101,7 +105,17 @@ class RungeKutta(Stepper):
         h = t1 - t0
         y1, K = self.advance(field, t0, h, y, f, self.time, t1)
         err = self.error(K, h) if self.e is not None else None
-        return (y1, K[-1].view(self.shape) if self.fsal else None), err, K
+        return (y1, self._hold(K[-1], f) if self.fsal else None), err, K
+
+    def _hold(self, last: torch.Tensor, f0: Optional[torch.Tensor]) -> torch.Tensor:
+        """The FSAL stage ``last`` as the new state's ``f``: a view of the stage buffer under autograd (each
+        step has its own), else a copy in the held row that does not hold this step's input ``f0``."""
+        if torch.is_grad_enabled():
+            return last.view(self.shape)
+        if not self._held:
+            self._held = [torch.empty(self.shape, **self._opts) for _ in range(2)]
+        row = self._held[1] if f0 is not None and f0.data_ptr() == self._held[0].data_ptr() else self._held[0]
+        return row.copy_(last.view(self.shape))
 
     #: takes per-sample times (see :mod:`pyjode.per_sample`)
     per_sample_time = True

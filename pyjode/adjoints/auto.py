@@ -57,8 +57,9 @@ field and state shape by counting the tensors saved during ``f(t_0, y_0)``, para
 * bounded:       ``(c + 2 N / c) 2 x + E (a + 2x) + T x``,
 * quadrature:    ``(k + 2) a + 4 T x``,  ``k`` nodes per parameter-VJP call, as many as fit (at least 1),
 * reversible:    ``2 E (a + 2x) + T x``,
-* backsolve:     ``(2 s + 9) z + a + 2x + T x``, ``z = 2x + P`` the augmented state, ``s`` the tableau's
-  stages (the stepper's stages and temporaries: measured 17 z for bosh3, 23 z for dopri5, 37 z for dopri8),
+* backsolve:     ``(s + 11) z + a + 2x + T x``, ``z = 2x + P`` the augmented state, ``s`` the tableau's
+  stages (the stepper's stage buffer and temporaries: measured 15 z for bosh3, 18 z for dopri5, 25 z for
+  dopri8),
 
 each plus ``2 P`` (``P`` the parameters' bytes): their gradient and the VJP being added into it, which
 every method holds at its peak (see ``pyjode/adjoints/param_sink.py``). ``k`` is given to ``Quadrature`` only
@@ -302,11 +303,11 @@ class Auto(GradientMethod):
                 quad = Quadrature(max_nodes_per_call=k if k < most else None)
                 candidates.append(_Candidate("quadrature", quad, (k + 2) * a + 4 * n_out * x,
                                              nfe + 2 * backward + nodes))
-            # the augmented state [y, a, a_θ] of z bytes; the stepper's stages and temporaries hold about
-            # (2 s + 9) of them (s stages; measured 17 z for bosh3, 23 z for dopri5, 37 z for dopri8)
+            # the augmented state [y, a, a_θ] of z bytes; the stepper's stage buffer and temporaries hold
+            # about s + 11 of them (s stages; measured 15 z for bosh3, 18 z for dopri5, 25 z for dopri8)
             z = 2 * x + p_bytes
             stages = len(getattr(spec.method, "c", ())) or 4
-            candidates.append(_Candidate("backsolve", Backsolve(), (2 * stages + 9) * z + per_eval + n_out * x,
+            candidates.append(_Candidate("backsolve", Backsolve(), (stages + 11) * z + per_eval + n_out * x,
                                          nfe + 3 * backward))
         # every method holds the parameters' gradient and the VJP being added into it at its peak
         for cand in candidates:
