@@ -254,3 +254,23 @@ def test_create_graph_gives_backprops_second_derivative(checkpoints):
     (g_d, h_d), (g_c, h_c) = results
     assert _max_rel(g_c, g_d) < 1e-12
     assert _max_rel(h_c, h_d) < 1e-12
+
+
+@pytest.mark.parametrize("adjoint", ["checkpointed", "auto"])
+def test_captured_tensor_switched_on_inside_the_span(adjoint):
+    """A closure that uses its tensor only after t = 0.5 is not seen by a trace at t0 alone; the trace at the
+    span's end finds it, and its gradient equals backprop's (it used to come back None, silently)."""
+    g = torch.Generator().manual_seed(5)
+    W = (0.5 * torch.randn(2, 2, generator=g, dtype=F64)).requires_grad_()
+
+    def field(t, y):
+        return y @ W if t > 0.5 else -y
+
+    y0 = torch.tensor([[1.0, -0.5]], dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    grads = []
+    for method in ("direct", adjoint):
+        ys = pyjode.odeint(field, y0, t, method="dopri5", rtol=1e-8, atol=1e-10, adjoint=method)
+        grads.append(torch.autograd.grad(ys.sum(), [y0, W], allow_unused=True))
+    assert grads[1][1] is not None
+    assert _max_rel(grads[1], grads[0]) < 1e-12

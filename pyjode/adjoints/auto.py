@@ -339,7 +339,7 @@ class Auto(GradientMethod):
             if traits is not None and traits.get("captures") is False:
                 spec = replace(spec, params_given=True)  # traced before: the parameters are all it uses
             else:
-                captured = tuple(captured_tensors(spec.func, spec.ts[0], spec.y0, spec.params))
+                captured = tuple(captured_tensors(spec.func, (spec.ts[0], spec.ts[-1]), spec.y0, spec.params))
                 if traits is not None:
                     traits["captures"] = bool(captured)
                 # the discrete gradients differentiate the captured tensors as inputs of their own

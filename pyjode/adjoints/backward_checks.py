@@ -36,17 +36,25 @@ def _graph_leaves(root) -> list:
     return leaves
 
 
-def captured_tensors(func: Callable, t: float, y: torch.Tensor, params: Sequence[torch.Tensor]) -> list:
+def captured_tensors(func: Callable, t, y: torch.Tensor, params: Sequence[torch.Tensor]) -> list:
     """The leaf tensors that require grad, that ``func(t, y)`` depends on and that are neither ``y`` nor among
-    ``params`` (tensors a closure captures, or the parameters of the module behind a bound method); one
-    evaluation of ``func`` under autograd, traced back to its leaves."""
-    with torch.enable_grad():
-        yg = y.detach().requires_grad_(True)
-        f = func(torch.full((), t, dtype=y.dtype, device=y.device), yg)
-    if not isinstance(f, torch.Tensor) or f.grad_fn is None:
-        return []
-    known = {id(p) for p in params} | {id(yg)}
-    return [v for v in _graph_leaves(f.grad_fn) if id(v) not in known]
+    ``params`` (tensors a closure captures, or the parameters of the module behind a bound method): one
+    evaluation of ``func`` under autograd, traced back to its leaves. ``t`` may be a sequence of times (the
+    span's ends, say): ``func`` is then traced at each, and what any of them uses is returned, so that a field
+    that switches a tensor on later in the span is caught too."""
+    found, seen = [], set()
+    for ti in dict.fromkeys(t if isinstance(t, (list, tuple)) else (t,)):  # each distinct time once
+        with torch.enable_grad():
+            yg = y.detach().requires_grad_(True)
+            f = func(torch.full((), ti, dtype=y.dtype, device=y.device), yg)
+        if not isinstance(f, torch.Tensor) or f.grad_fn is None:
+            continue
+        known = {id(p) for p in params} | {id(yg)} | seen
+        for v in _graph_leaves(f.grad_fn):
+            if id(v) not in known:
+                seen.add(id(v))
+                found.append(v)
+    return found
 
 
 def check_no_captured_tensors(func: Callable, t: float, y: torch.Tensor, params: Sequence[torch.Tensor],

@@ -299,7 +299,8 @@ class Checkpointed(GradientMethod):
     and with :class:`pyjode.Reversible`. Gradients flow to ``y0`` and to the parameters
     (``adjoint_params``, or ``func.parameters()``), not to ``t``: detach ``t`` or use
     ``adjoint="direct"`` for time gradients. Without ``adjoint_params``, tensors that the field uses besides
-    those (captured by a closure) are found by one traced evaluation and differentiated as well. With
+    those (captured by a closure) are found by tracing the field at each end of the span and differentiated
+    as well (a tensor used only strictly inside the span needs ``adjoint_params``). With
     ``create_graph=True`` (higher-order gradients) the backward pass recomputes the solve under autograd and
     returns direct backprop's differentiable gradient, with direct backprop's memory.
 
@@ -335,8 +336,9 @@ class Checkpointed(GradientMethod):
         if not spec.params_given:
             # Tensors the field uses besides y and its module's parameters (captured by a closure, or the
             # module behind a bound method) are differentiated too, as backprop would: they become inputs
-            # of the autograd function. One evaluation of the field under autograd finds them.
-            captured = tuple(captured_tensors(spec.func, spec.ts[0], spec.y0, spec.params))
+            # of the autograd function. An evaluation of the field under autograd at each end of the span finds
+            # them (a tensor used only inside the span needs adjoint_params).
+            captured = tuple(captured_tensors(spec.func, (spec.ts[0], spec.ts[-1]), spec.y0, spec.params))
             if captured:
                 spec = replace(spec, params=tuple(spec.params) + captured)
         return _CheckpointedFunction.apply(self, spec, bool(captured), spec.y0, *spec.params)
